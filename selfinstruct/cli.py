@@ -1,0 +1,164 @@
+"""The `selfinstruct` command line: each command maps options to a config and makes one call.
+
+Heavy libraries (torch, transformers, vllm) are imported inside the commands that need them, so
+`selfinstruct --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from selfinstruct import __version__
+from selfinstruct.errors import SelfInstructError
+
+app = typer.Typer(
+    name="selfinstruct",
+    help="Turn a few hand-written tasks into filtered instruction-tuning data (Self-Instruct), "
+    "then LoRA-fine-tune a model on it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"selfinstruct {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Self-Instruct, done properly: fast, resumable, honest about what it drops."""
+
+
+def _fail(exc: SelfInstructError) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    return typer.Exit(exc.exit_code)
+
+
+@app.command()
+def generate() -> None:
+    """Bootstrap new tasks from seed tasks with a model (not implemented yet)."""
+    err.print("generate is not implemented yet; it lands with the bootstrapping-loop issue")
+    raise typer.Exit(2)
+
+
+@app.command(name="filter")
+def filter_command(
+    input: Annotated[Path, typer.Argument(help="Instruction file: task/Alpaca/chat JSONL, "
+                                          "Alpaca JSON, machine_generated_instructions; .gz ok")],
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o", help="Where kept.jsonl, "
+                          "rejected.jsonl and summary.json go [default: outputs/filter-NAME]")] = None,
+    reference: Annotated[list[Path] | None, typer.Option("--reference", "-r", help="Also compare "
+                         "with this pool, e.g. the seed tasks (repeatable)")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Drop a row whose ROUGE-L with an "
+                         "earlier one is greater than this [default: 0.7]")] = None,
+    tokenizer: Annotated[str | None, typer.Option(help="rouge (rouge_score's, English only) or "
+                         "unicode (every script) [default: rouge]")] = None,
+    no_novelty: Annotated[bool, typer.Option("--no-novelty", help="Skip the ROUGE-L stage")] = False,
+    min_words: Annotated[int | None, typer.Option(help="Drop fewer words; 0 turns it off "
+                         "[default: 4]")] = None,
+    max_words: Annotated[int | None, typer.Option(help="Drop more words; 0 turns it off "
+                         "[default: 150]")] = None,
+    keyword: Annotated[list[str] | None, typer.Option("--keyword", help="Replace the keyword "
+                       "blacklist (repeatable)")] = None,
+    no_keywords: Annotated[bool, typer.Option("--no-keywords", help="Switch the keyword rule off")] = False,
+    banned_prefix: Annotated[list[str] | None, typer.Option("--banned-prefix", help="Replace the "
+                             "banned prefixes [default: 'Write a program'] (repeatable)")] = None,
+    no_banned_prefixes: Annotated[bool, typer.Option("--no-banned-prefixes")] = False,
+    allow_punctuation_start: Annotated[bool, typer.Option("--allow-punctuation-start")] = False,
+    allow_non_ascii_start: Annotated[bool, typer.Option("--allow-non-ascii-start")] = False,
+    skip_bad_rows: Annotated[bool, typer.Option("--skip-bad-rows", help="Count unreadable rows "
+                             "(kept in rejected.jsonl) instead of stopping")] = False,
+    output_format: Annotated[str | None, typer.Option(help="tasks (Task schema) or original "
+                             "(rows as read) [default: tasks]")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML/TOML file with these "
+                      "options; flags override it")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors")] = False,
+) -> None:
+    """Drop instructions that break the rules or are too similar (ROUGE-L) to earlier ones."""
+    from selfinstruct.config import FilterConfig, build_config
+    from selfinstruct.filtering import run_filter
+
+    rules: dict[str, Any] = {
+        "min_words": None if min_words == 0 else min_words,
+        "max_words": None if max_words == 0 else max_words,
+        "keywords": [] if no_keywords else keyword,
+        "banned_prefixes": [] if no_banned_prefixes else banned_prefix,
+        "drop_punctuation_start": False if allow_punctuation_start else None,
+        "drop_non_ascii_start": False if allow_non_ascii_start else None,
+    }
+    # An explicit 0 must switch a bound off, so it is passed through as a real null.
+    explicit_nulls = {k for k, v in (("min_words", min_words), ("max_words", max_words)) if v == 0}
+    flags: dict[str, Any] = {
+        "input": input, "output_dir": output_dir, "reference": reference,
+        "threshold": threshold, "tokenizer": tokenizer, "novelty": False if no_novelty else None,
+        "skip_bad_rows": True if skip_bad_rows else None, "output_format": output_format,
+        "rules": {k: v for k, v in rules.items() if v is not None},
+    }
+    try:
+        cfg = build_config(FilterConfig, config, flags)
+        for key in explicit_nulls:
+            setattr(cfg.rules, key, None)
+        summary = _with_progress(run_filter, cfg, quiet=quiet)
+    except SelfInstructError as exc:
+        raise _fail(exc) from None
+    if not quiet:
+        _print_filter_summary(summary)
+
+
+def _with_progress(fn: Any, cfg: Any, quiet: bool) -> Any:
+    if quiet or not sys.stderr.isatty():
+        return fn(cfg)
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                  TextColumn("{task.completed:,} rows"), TimeElapsedColumn(),
+                  console=err, transient=True) as progress:
+        task = progress.add_task("filtering", total=None)
+        return fn(cfg, lambda n: progress.advance(task, n))
+
+
+def _print_filter_summary(summary: Any) -> None:
+    table = Table(title=f"filter: {summary.input}", show_header=True, header_style="bold")
+    table.add_column("rows")
+    table.add_column("count", justify="right")
+    table.add_row("read", f"{summary.rows_in:,}")
+    table.add_row("[green]kept[/]", f"{summary.kept:,}")
+    for reason, count in summary.dropped.items():
+        table.add_row(f"dropped: {reason}", f"{count:,}")
+    if summary.reference_rows:
+        table.add_row("reference pool", f"{summary.reference_rows:,}")
+    table.add_row("time", f"{summary.seconds:.2f} s")
+    out.print(table)
+    for warning in summary.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    out.print(f"kept -> {summary.kept_path}\nrejected -> {summary.rejected_path}", highlight=False)
+
+
+@app.command()
+def finetune() -> None:
+    """LoRA-fine-tune a model on generated tasks (not implemented yet)."""
+    err.print("finetune is not implemented yet; it lands with the fine-tuning issue")
+    raise typer.Exit(2)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Rule filters for generated instructions: small predicates returning a reason or None.
+
+The defaults are the paper's (Self-Instruct's `bootstrap_instructions.py`, with Alpaca's extra
+keywords): keep 4..150 words, drop instructions naming things a text model cannot see or make
+(image, graph, file, map, video, ...), drop those starting with "Write a program", with
+punctuation, or with a non-ASCII character. Every rule can be switched off or replaced.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Self-Instruct's list plus Alpaca's additions (video, audio, music, flowchart, diagram).
+PAPER_KEYWORDS: tuple[str, ...] = (
+    "image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
+    "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram",
+)
+
+
+class RuleConfig(BaseModel):
+    """Which rule filters run, and with what values. `None` or an empty list switches one off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_words: int | None = Field(4, ge=0, description="paper: drop 3 words or fewer")
+    max_words: int | None = Field(150, ge=1, description="paper: drop more than 150 words")
+    keywords: list[str] = Field(
+        default_factory=lambda: list(PAPER_KEYWORDS),
+        description="whole words/phrases, case-insensitive; the paper's list by default",
+    )
+    banned_prefixes: list[str] = Field(
+        default_factory=lambda: ["Write a program"],
+        description="the model over-produces these (paper), so they are dropped",
+    )
+    drop_punctuation_start: bool = True
+    drop_non_ascii_start: bool = True
+
+    @field_validator("keywords", "banned_prefixes")
+    @classmethod
+    def _no_blank(cls, values: list[str]) -> list[str]:
+        cleaned = [v.strip() for v in values]
+        if any(not v for v in cleaned):
+            raise ValueError("entries must not be blank")
+        return cleaned
+
+
+@dataclass(frozen=True, slots=True)
+class RuleHit:
+    reason: str
+    detail: dict[str, Any]
+
+
+class RuleFilter:
+    """Applies a `RuleConfig`; `check(text)` returns the first rule that drops it, or None."""
+
+    def __init__(self, config: RuleConfig | None = None) -> None:
+        self.config = config or RuleConfig()
+        words = sorted(self.config.keywords, key=len, reverse=True)
+        # One alternation, same decisions as the paper's per-word r"\b(word)\b" search.
+        self._keyword_re = (
+            re.compile(r"\b(" + "|".join(re.escape(w) for w in words) + r")\b", re.IGNORECASE)
+            if words
+            else None
+        )
+
+    def check(self, text: str) -> RuleHit | None:
+        cfg = self.config
+        stripped = text.strip()
+        if not stripped:
+            return RuleHit("empty", {})
+        n_words = len(stripped.split())
+        if cfg.min_words is not None and n_words < cfg.min_words:
+            return RuleHit("too_short", {"words": n_words, "min_words": cfg.min_words})
+        if cfg.max_words is not None and n_words > cfg.max_words:
+            return RuleHit("too_long", {"words": n_words, "max_words": cfg.max_words})
+        if self._keyword_re is not None:
+            found = self._keyword_re.search(stripped)
+            if found:
+                return RuleHit("keyword", {"keyword": found.group(1).lower()})
+        for prefix in cfg.banned_prefixes:
+            if stripped.startswith(prefix):
+                return RuleHit("banned_prefix", {"prefix": prefix})
+        first = stripped[0]
+        if cfg.drop_punctuation_start and first in string.punctuation:
+            return RuleHit("punctuation_start", {"char": first})
+        if cfg.drop_non_ascii_start and not first.isascii():
+            return RuleHit("non_ascii_start", {"char": first})
+        return None
