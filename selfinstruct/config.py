@@ -48,6 +48,10 @@ class FilterConfig(BaseModel):
     skip_bad_rows: bool = Field(
         False, description="count unreadable rows (kept in rejected.jsonl) instead of stopping"
     )
+    workers: int | None = Field(
+        None, ge=1, description="processes; 2 overlaps reading/tokenizing with the novelty "
+        "stage [default: 2 when the machine has 2+ cores]"
+    )
     output_format: Literal["tasks", "original"] = Field(
         "tasks", description="tasks = the Task schema (usable as seeds); original = each kept "
         "row exactly as it was read"

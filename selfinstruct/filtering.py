@@ -10,9 +10,14 @@ failed run never leaves half-written results behind.
 from __future__ import annotations
 
 import json
+import multiprocessing as mp
+import os
 import time
+import traceback
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
@@ -22,13 +27,21 @@ from pydantic import BaseModel, Field
 from selfinstruct.config import FilterConfig
 from selfinstruct.errors import InputError, SelfInstructError
 from selfinstruct.filters import RuleFilter
-from selfinstruct.records import BadRow, Rejected, Row, dump_line, read_rows, sample_instructions
-from selfinstruct.records import read_tasks
-from selfinstruct.similarity import TOKENIZERS, RougeLIndex, document_frequencies
+from selfinstruct.records import (
+    BadRow,
+    Rejected,
+    dump_line,
+    read_rows,
+    read_tasks,
+    sample_instructions,
+)
+from selfinstruct.similarity import RougeLIndex
+from selfinstruct.tokens import TOKENIZERS, TokenEncoder, document_frequencies
 
 T = TypeVar("T")
 
 CHUNK_ROWS = 4096  # rows per streamed chunk: big enough to amortise the vectorised index work
+FIRST_CHUNK_ROWS = 512  # a small first chunk starts the novelty stage sooner
 FREQUENCY_SAMPLE = 5000  # rows sampled across the file to order tokens rarest-first
 EMPTY_TOKEN_WARNING = 0.05  # warn when this share of rows has no tokens under the tokenizer
 
@@ -53,14 +66,156 @@ class FilterSummary(BaseModel):
     warnings: list[str] = Field(default_factory=list)
 
 
-def _chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+def _chunks(items: Iterable[T], size: int, first: int | None = None) -> Iterator[list[T]]:
     iterator = iter(items)
-    while chunk := list(islice(iterator, size)):
+    size_now = first or size
+    while chunk := list(islice(iterator, size_now)):
         yield chunk
+        size_now = size
 
 
 def _has_letters(text: str) -> bool:
     return any(ch.isalnum() for ch in text)
+
+
+@dataclass
+class _Chunk:
+    """One chunk of input, read, rule-checked and encoded, waiting for the novelty stage."""
+
+    rows_in: int = 0
+    bad_rows: int = 0
+    empty_token_rows: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    decided: list[tuple[int, bool, str]] = field(default_factory=list)  # (line, kept, json)
+    # Rows that passed the rules, in order: their line, id, origin, text, kept-output line.
+    lines: list[int] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    origins: list[str] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    kept_lines: list[str] = field(default_factory=list)
+    # JSON pieces for the rejected line, so the sequential stage only splices strings.
+    text_json: list[str] = field(default_factory=list)
+    tail_json: list[str] = field(default_factory=list)
+    encoded: list[str | tuple[int, ...]] = field(default_factory=list)
+    new_tokens: list[str] = field(default_factory=list)  # first seen in this chunk, in order
+
+
+def _prepare(config: FilterConfig) -> tuple[list[str], dict[str, int]]:
+    """The reference pool and the token frequencies: deterministic, so each process makes its own."""
+    references = [task.instruction for path in config.reference for task in read_tasks(path)]
+    frequencies: dict[str, int] = {}
+    if config.novelty:
+        sample = references + sample_instructions(config.input, FREQUENCY_SAMPLE)
+        frequencies = dict(document_frequencies(sample, config.tokenizer))
+    return references, frequencies
+
+
+def _produce(config: FilterConfig) -> Iterator[_Chunk]:
+    """Read, validate, rule-check, tokenize and encode the input, a chunk at a time.
+
+    Everything here is independent of the novelty decisions, so it can run in another process.
+    Its encoder is built exactly as the index's (same frequencies, reference tokens first) and
+    reports each new token, which keeps the two identical.
+    """
+    references, frequencies = _prepare(config)
+    rules = RuleFilter(config.rules)
+    tokenize = TOKENIZERS[config.tokenizer]
+    encoder = TokenEncoder(frequencies)
+    for text in references:
+        encoder.encode(tokenize(text))
+    original = config.output_format == "original"
+    rows = read_rows(config.input, skip_bad_rows=config.skip_bad_rows)
+    for items in _chunks(rows, CHUNK_ROWS, first=FIRST_CHUNK_ROWS):
+        chunk = _Chunk(rows_in=len(items))
+        vocab_before = len(encoder)
+        for item in items:
+            if isinstance(item, BadRow):
+                chunk.bad_rows += 1
+                chunk.dropped["bad_row"] += 1
+                chunk.decided.append((item.line, False, dump_line(Rejected(
+                    stage="read", reason="bad_row", text=item.text,
+                    detail={"error": item.message}, origin=item.origin))))
+                continue
+            task = item.task
+            hit = rules.check(task.instruction)
+            if hit is not None:
+                chunk.dropped[hit.reason] += 1
+                chunk.decided.append((item.line, False, dump_line(Rejected(
+                    stage="rules", reason=hit.reason, text=task.instruction, detail=hit.detail,
+                    id=task.id, origin=item.origin))))
+                continue
+            kept_line = dump_line(item.raw if original else task)
+            if not config.novelty:
+                chunk.decided.append((item.line, True, kept_line))
+                continue
+            tokens = tokenize(task.instruction)
+            if not tokens and _has_letters(task.instruction):
+                chunk.empty_token_rows += 1
+            chunk.lines.append(item.line)
+            chunk.ids.append(task.id)
+            chunk.origins.append(item.origin)
+            chunk.texts.append(task.instruction)
+            chunk.kept_lines.append(kept_line)
+            chunk.text_json.append(json.dumps(task.instruction, ensure_ascii=False))
+            chunk.tail_json.append(
+                f'"id": {json.dumps(task.id, ensure_ascii=False)}, '
+                f'"origin": {json.dumps(item.origin, ensure_ascii=False)}}}\n'
+            )
+            chunk.encoded.append(encoder.encode(tokens))
+        chunk.new_tokens = encoder.tokens_from(vocab_before)
+        yield chunk
+
+
+def _produce_into(queue: Any, config: FilterConfig) -> None:
+    """Worker process body: stream `_produce` chunks into `queue`, then a final message."""
+    try:
+        for chunk in _produce(config):
+            queue.put(("chunk", chunk))
+    except SelfInstructError as exc:
+        queue.put(("error", (str(exc), exc.exit_code)))
+    except BaseException:  # the traceback goes to the parent, which re-raises it
+        queue.put(("crash", traceback.format_exc()))
+    else:
+        queue.put(("done", None))
+
+
+def _start_producer(config: FilterConfig) -> Iterator[_Chunk]:
+    """Start `_produce` in a second process now; returns an iterator over its chunks.
+
+    Reading and tokenizing then overlap the novelty stage, which must stay sequential.
+    """
+    # fork: the child only reads files, computes and writes to the queue, so it is safe, and
+    # unlike spawn it does not re-import the caller's __main__ (scripts need no main guard).
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    ctx = mp.get_context(method)
+    queue = ctx.Queue(maxsize=4)  # a few chunks ahead is enough; more only costs memory
+    worker = ctx.Process(target=_produce_into, args=(queue, config), daemon=True)
+    with warnings.catch_warnings():
+        # Python 3.12+ warns about fork while other threads (a progress bar) run; see above.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        worker.start()
+    return _consume(queue, worker)
+
+
+def _consume(queue: Any, worker: Any) -> Iterator[_Chunk]:
+    try:
+        while True:
+            kind, payload = queue.get()
+            if kind == "chunk":
+                yield payload
+            elif kind == "done":
+                break
+            elif kind == "error":
+                message, code = payload
+                failure = SelfInstructError(message)
+                failure.exit_code = code
+                raise failure
+            else:
+                raise RuntimeError(f"the filter worker process failed:\n{payload}")
+    finally:
+        if worker.is_alive():
+            worker.terminate()
+        worker.join()
 
 
 def run_filter(
@@ -78,71 +233,30 @@ def run_filter(
         kept_path=str(out_dir / "kept.jsonl"), rejected_path=str(out_dir / "rejected.jsonl"),
         threshold=config.threshold, tokenizer=config.tokenizer,
     )
-    rules = RuleFilter(config.rules)
-    references = [task.instruction for path in config.reference for task in read_tasks(path)]
+    workers = config.workers if config.workers is not None else min(2, os.cpu_count() or 1)
+    # Start the producer first: it prepares its own copy of what follows, in parallel.
+    chunks = _start_producer(config) if workers > 1 else _produce(config)
+    references, frequencies = _prepare(config)
     summary.reference_rows = len(references)
-    index: RougeLIndex | None = None
-    if config.novelty:
-        sample = references + sample_instructions(config.input, FREQUENCY_SAMPLE)
-        index = RougeLIndex(
-            config.threshold, config.tokenizer, document_frequencies(sample, config.tokenizer)
-        )
-        for text in references:
-            index.add(text)  # the pool itself is not deduplicated: it is the user's
-    tokenize = TOKENIZERS[config.tokenizer]
+    novelty = _Novelty(config, references, frequencies) if config.novelty else None
     dropped: Counter[str] = Counter()
     temp_paths = [out_dir / ".kept.jsonl.tmp", out_dir / ".rejected.jsonl.tmp"]
     try:
         with temp_paths[0].open("w", encoding="utf-8") as kept_fh, \
                 temp_paths[1].open("w", encoding="utf-8") as rejected_fh:
-            for chunk in _chunks(read_rows(config.input, skip_bad_rows=config.skip_bad_rows),
-                                 CHUNK_ROWS):
-                out: list[tuple[int, bool, str]] = []  # (line, kept?, json line)
-                passed: list[Row] = []
-                for item in chunk:
-                    summary.rows_in += 1
-                    if isinstance(item, BadRow):
-                        summary.bad_rows += 1
-                        dropped["bad_row"] += 1
-                        out.append((item.line, False, dump_line(Rejected(
-                            stage="read", reason="bad_row", text=item.text,
-                            detail={"error": item.message}, origin=item.origin))))
-                        continue
-                    hit = rules.check(item.task.instruction)
-                    if hit is not None:
-                        dropped[hit.reason] += 1
-                        out.append((item.line, False, dump_line(Rejected(
-                            stage="rules", reason=hit.reason, text=item.task.instruction,
-                            detail=hit.detail, id=item.task.id, origin=item.origin))))
-                    else:
-                        passed.append(item)
-                matches: list[Any] = [None] * len(passed)
-                if index is not None and passed:
-                    texts = [row.task.instruction for row in passed]
-                    tokens = [tokenize(text) for text in texts]
-                    summary.empty_token_rows += sum(
-                        1 for text, toks in zip(texts, tokens, strict=True)
-                        if not toks and _has_letters(text)
-                    )
-                    matches = index.add_if_novel_many(texts, tokens)
-                for row, match in zip(passed, matches, strict=True):
-                    if match is None:
-                        summary.kept += 1
-                        record = row.raw if config.output_format == "original" else row.task
-                        out.append((row.line, True, dump_line(record)))
-                        continue
-                    dropped["rouge_l"] += 1
-                    origin = "reference" if match.index < len(references) else "kept"
-                    out.append((row.line, False, dump_line(Rejected(
-                        stage="novelty", reason="rouge_l", text=row.task.instruction,
-                        detail={"most_similar": match.text, "score": match.score, "in": origin,
-                                "threshold": config.threshold},
-                        id=row.task.id, origin=row.origin))))
-                out.sort(key=lambda entry: entry[0])
-                kept_fh.writelines(line for _, kept, line in out if kept)
-                rejected_fh.writelines(line for _, kept, line in out if not kept)
+            for chunk in chunks:
+                if novelty is not None:
+                    novelty.decide(chunk)
+                summary.rows_in += chunk.rows_in
+                summary.bad_rows += chunk.bad_rows
+                summary.empty_token_rows += chunk.empty_token_rows
+                dropped.update(chunk.dropped)
+                summary.kept += sum(1 for _, kept, _ in chunk.decided if kept)
+                chunk.decided.sort(key=lambda entry: entry[0])
+                kept_fh.writelines(line for _, kept, line in chunk.decided if kept)
+                rejected_fh.writelines(line for _, kept, line in chunk.decided if not kept)
                 if on_progress is not None:
-                    on_progress(len(chunk))
+                    on_progress(chunk.rows_in)
     except BaseException:
         for path in temp_paths:
             path.unlink(missing_ok=True)
@@ -152,7 +266,7 @@ def run_filter(
             path.unlink(missing_ok=True)
         raise InputError(config.input, "the file has no rows; nothing to filter")
     summary.dropped = dict(dropped.most_common())
-    summary.comparisons = index.comparisons if index is not None else 0
+    summary.comparisons = novelty.index.comparisons if novelty is not None else 0
     candidates = summary.rows_in - sum(v for k, v in dropped.items() if k != "rouge_l")
     if (config.tokenizer == "rouge" and candidates
             and summary.empty_token_rows / candidates >= EMPTY_TOKEN_WARNING):
@@ -166,6 +280,42 @@ def run_filter(
     temp_paths[1].replace(summary.rejected_path)
     _write_json(out_dir / "summary.json", summary.model_dump(mode="json"))
     return summary
+
+
+class _Novelty:
+    """The novelty stage: the index plus the JSON of every pool text, for rejected lines."""
+
+    def __init__(self, config: FilterConfig, references: list[str], frequencies: dict[str, int]):
+        self.index = RougeLIndex(config.threshold, config.tokenizer, frequencies)
+        for text in references:
+            self.index.add(text)  # the pool itself is not deduplicated: it is the user's
+        self.n_references = len(references)
+        self.pool_json = [json.dumps(text, ensure_ascii=False) for text in references]
+        self.threshold_json = json.dumps(config.threshold)
+
+    def decide(self, chunk: _Chunk) -> None:
+        """Run the novelty stage on a chunk's remaining rows; appends them to `chunk.decided`."""
+        if not chunk.texts:
+            return
+        self.index.encoder.extend(chunk.new_tokens)
+        matches = self.index.add_if_novel_many(chunk.texts, encoded=chunk.encoded)
+        pool_json, n_ref, decided = self.pool_json, self.n_references, chunk.decided
+        for k, match in enumerate(matches):
+            if match is None:
+                pool_json.append(chunk.text_json[k])
+                decided.append((chunk.lines[k], True, chunk.kept_lines[k]))
+                continue
+            chunk.dropped["rouge_l"] += 1
+            # Spliced JSON in the Rejected schema (tests parse it back): this runs for most rows
+            # of a redundant file, and re-encoding long texts here would slow the whole run.
+            where = "reference" if match.index < n_ref else "kept"
+            line = (
+                f'{{"stage": "novelty", "reason": "rouge_l", "text": {chunk.text_json[k]}, '
+                f'"detail": {{"most_similar": {pool_json[match.index]}, '
+                f'"score": {match.score!r}, "in": "{where}", '
+                f'"threshold": {self.threshold_json}}}, {chunk.tail_json[k]}'
+            )
+            decided.append((chunk.lines[k], False, line))
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

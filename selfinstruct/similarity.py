@@ -18,67 +18,23 @@ inside the loop; `filter` uses it in one sequential pass.
 
 from __future__ import annotations
 
-import functools
 import math
-import re
-import sys
-import unicodedata
 from array import array
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import LCSseq
 
-TokenizerName = Literal["rouge", "unicode"]
-
-_ROUGE_TOKEN = re.compile(r"[a-z0-9]+")
-
-
-def rouge_tokenize(text: str) -> list[str]:
-    """rouge_score's default tokenizer: lowercase, keep runs of [a-z0-9], drop everything else.
-
-    Equal to `rouge_score.tokenize.tokenize(text, None)`: that code replaces non-[a-z0-9] runs
-    with spaces, splits on whitespace and drops empty tokens, which leaves exactly these runs.
-    """
-    return _ROUGE_TOKEN.findall(text.lower())
-
-
-# Scripts written without spaces between words: one token per character, as CJK ROUGE does.
-_CJK = re.compile(
-    "[\u2e80-\u2fdf\u3040-\u30ff\u3100-\u312f\u31a0-\u31ff\u3400-\u4dbf\u4e00-\u9fff"
-    "\uf900-\ufaff\U00020000-\U0003134f]"
+from selfinstruct.tokens import (
+    ID_BITS,
+    TOKENIZERS,
+    TokenEncoder,
+    TokenizerName,
+    as_ids,
+    symbol_ids,
 )
-
-
-@functools.cache
-def _unicode_word_re() -> re.Pattern[str]:
-    # `\w` misses combining marks (Devanagari vowel signs, Arabic harakat...), which would cut
-    # words in half; add every mark code point to the class. Built once, on first use.
-    ranges: list[tuple[int, int]] = []
-    for cp in range(sys.maxunicode + 1):
-        if unicodedata.category(chr(cp)).startswith("M"):
-            if ranges and ranges[-1][1] == cp - 1:
-                ranges[-1] = (ranges[-1][0], cp)
-            else:
-                ranges.append((cp, cp))
-    marks = "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
-    return re.compile(f"(?:[^\\W_]|[{marks}])+")
-
-
-def unicode_tokenize(text: str) -> list[str]:
-    """Letters, marks and digits of every script, case-folded; CJK split into characters."""
-    spaced = _CJK.sub(lambda m: f" {m.group()} ", text.casefold())
-    return _unicode_word_re().findall(spaced)
-
-
-TOKENIZERS: dict[str, Callable[[str], list[str]]] = {
-    "rouge": rouge_tokenize,
-    "unicode": unicode_tokenize,
-}
 
 
 def rouge_l_fmeasure(lcs: int, target_len: int, prediction_len: int) -> float:
@@ -122,9 +78,7 @@ class _Encoded:
 # Pruning uses a threshold this far below the real one: far larger than any float error in the
 # bounds, far smaller than any gap between two distinct ROUGE-L values of real text.
 _MARGIN = 1e-9
-# A token occurrence is (token id, k-th occurrence), packed into one int: id in the low bits.
-_ID_BITS = 24
-_ID_MASK = (1 << _ID_BITS) - 1
+# A token occurrence (an "element") is (k-th occurrence << ID_BITS | token id).
 # A posting is (entry index, position of the element in the entry's order), packed likewise.
 _POS_BITS = 32
 _POS_MASK = (1 << _POS_BITS) - 1
@@ -165,13 +119,10 @@ class RougeLIndex:
     `threshold`: a text is a duplicate when its ROUGE-L F-measure with some entry is greater than
     this (the paper's rule: keep only if every score is below 0.7; exactly 0.7 is kept).
     `token_frequencies`: optional document frequencies used to order tokens rarest-first; a
-    better order means shorter posting lists. It is frozen at construction so that the order,
-    and hence every stored prefix, stays valid as the pool grows. Unknown tokens sort first.
+    better order means shorter posting lists (any order gives the same decisions). It is frozen
+    at construction so that every stored prefix stays valid as the pool grows.
     `prune=False` compares every pair (the exhaustive reference, for tests and benchmarks).
     """
-
-    # Token ids become code points; past this many distinct tokens sequences switch to int tuples.
-    max_codepoint_vocab = 0x110000 - 0x800
 
     def __init__(
         self,
@@ -186,16 +137,10 @@ class RougeLIndex:
         self.threshold = threshold
         self.tokenizer: TokenizerName = tokenizer
         self.prune = prune
+        self.encoder = TokenEncoder(token_frequencies)
         self._tokenize = TOKENIZERS[tokenizer]
-        self._frequencies = dict(token_frequencies or {})
         self._t = max(0.0, threshold - _MARGIN)
         self.comparisons = 0  # LCS computations done, for benchmarks
-        self._reset(codepoints=True)
-
-    def _reset(self, codepoints: bool) -> None:
-        self._codepoints = codepoints
-        self._symbols: dict[str, str | int] = {}  # token -> symbol
-        self._order_key = np.zeros(1024, dtype=np.int64)  # token id -> frequency, then id
         self._texts: list[str] = []
         self._seqs: list[str | tuple[int, ...]] = []
         self._lens: list[int] = []
@@ -204,6 +149,7 @@ class RougeLIndex:
         self._postings: dict[int, array[int]] = {}
         self._top_bucket = 0  # the largest length bucket any entry is in
         self._exact: dict[str | tuple[int, ...], int] = {}
+        self._codepoints = True
 
     def __len__(self) -> int:
         return len(self._texts)
@@ -217,75 +163,51 @@ class RougeLIndex:
 
     # -- encoding -------------------------------------------------------------------------
 
-    def _new_symbol(self, token: str) -> str | int:
-        tid = len(self._symbols)
-        if tid > _ID_MASK:
-            raise ValueError(f"more than {_ID_MASK} distinct tokens; filter the file in parts")
-        if self._codepoints and tid >= self.max_codepoint_vocab:
-            self._switch_to_int_symbols()
-            return self._new_symbol(token)
-        symbol: str | int = chr(tid if tid < 0xD800 else tid + 0x800) if self._codepoints else tid
-        self._symbols[token] = symbol
-        if tid >= len(self._order_key):
-            self._order_key = np.concatenate([self._order_key, np.zeros_like(self._order_key)])
-        self._order_key[tid] = (self._frequencies.get(token, 0) << _ID_BITS) | tid
-        return symbol
-
-    def _switch_to_int_symbols(self) -> None:
-        # Rare: more distinct tokens than code points. Re-encode everything with int symbols.
-        texts = self._texts
-        self._reset(codepoints=False)
-        for text in texts:
-            self.add(text)
-
-    def _symbols_of(self, tokens: list[str]) -> list[str | int]:
-        symbols = self._symbols
-        try:
-            return list(map(symbols.__getitem__, tokens))
-        except KeyError:
-            # Loop: a switch to int symbols part-way replaces the map, and the rest must follow.
-            while missing := [tok for tok in tokens if tok not in self._symbols]:
-                for tok in missing:
-                    if tok not in self._symbols:
-                        self._new_symbol(tok)
-            return list(map(self._symbols.__getitem__, tokens))
+    def _sync_symbol_kind(self) -> None:
+        # The encoder ran out of code points: stored sequences become tuples of ids too. Ids,
+        # hence prefixes and postings, do not change.
+        if self._codepoints and not self.encoder.codepoints:
+            self._codepoints = False
+            self._seqs = [as_ids(seq) for seq in self._seqs]
+            self._exact = {as_ids(seq): i for seq, i in self._exact.items()}
 
     def _encode(self, text: str, tokens: list[str] | None = None) -> _Encoded:
         return self._encode_many([text], [tokens] if tokens is not None else None)[0]
 
     def _encode_many(
-        self, texts: Sequence[str], tokens: Sequence[list[str]] | None = None
+        self,
+        texts: Sequence[str],
+        tokens: Sequence[list[str]] | None = None,
+        encoded: Sequence[str | tuple[int, ...]] | None = None,
     ) -> list[_Encoded]:
-        """Encode texts to symbol sequences and their rarest-first prefix elements."""
-        if tokens is None:
-            tokens = [self._tokenize(text) for text in texts]
-        sym_lists = [self._symbols_of(toks) for toks in tokens]
-        lengths = [len(syms) for syms in sym_lists]
-        seqs: list[str | tuple[int, ...]]
-        if self._codepoints:
-            seqs = ["".join(syms) for syms in sym_lists]  # type: ignore[arg-type]
-            joined = "".join(seqs)  # type: ignore[arg-type]
-            ids = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-            ids -= (ids >= 0xE000) * 0x800  # undo the jump over the surrogate block
-        else:
-            seqs = [tuple(syms) for syms in sym_lists]  # type: ignore[misc]
-            ids = np.fromiter((i for seq in seqs for i in seq), np.int64, sum(lengths))
+        """Encode texts to symbol sequences and their rarest-first prefix elements.
+
+        `encoded`: the sequences, already made by an encoder kept identical to `self.encoder`.
+        """
+        if encoded is None:
+            if tokens is None:
+                tokens = [self._tokenize(text) for text in texts]
+            encoded = [self.encoder.encode(toks) for toks in tokens]
+        self._sync_symbol_kind()
+        seqs = [seq if self._codepoints else as_ids(seq) for seq in encoded]
+        lengths = [len(seq) for seq in seqs]
+        ids = symbol_ids(seqs)
         counts = np.asarray(lengths, dtype=np.int64)
         limits = [max(0, m - _min_overlap(self._t, m) + 1) if m else 0 for m in lengths]
         # Sort each text's tokens rarest first: by text, then by the token's order key.
         row = np.repeat(np.arange(len(lengths)), counts)
-        order = np.lexsort((self._order_key[ids], row))
+        order = np.lexsort((self.encoder.order_keys[ids], row))
         ids = ids[order]
         positions = np.arange(len(ids))
         run_start = np.ones(len(ids), dtype=bool)
         if len(ids) > 1:
             run_start[1:] = (ids[1:] != ids[:-1]) | (row[1:] != row[:-1])
         occurrence = positions - np.maximum.accumulate(np.where(run_start, positions, 0))
-        elements = (occurrence << _ID_BITS) | ids
+        elements = (occurrence << ID_BITS) | ids
         starts = np.cumsum(counts) - counts
         return [
             _Encoded(seq, elements[start : start + limit], m)
-            for seq, start, limit, m in zip(seqs, starts.tolist(), limits, lengths)
+            for seq, start, limit, m in zip(seqs, starts.tolist(), limits, lengths, strict=True)
         ]
 
     # -- queries --------------------------------------------------------------------------
@@ -485,19 +407,23 @@ class RougeLIndex:
         self,
         texts: Sequence[str],
         tokens: Sequence[list[str]] | None = None,
+        *,
+        encoded: Sequence[str | tuple[int, ...]] | None = None,
         batch_size: int = 64,
     ) -> list[Match | None]:
         """`add_if_novel` for each text in order, with the same decisions, but faster.
 
         Candidates from the pool are found for a whole batch in one vectorised pass; rows kept
         earlier in the same batch are checked through a small side index, so every row is still
-        compared with the pool and with every kept row before it.
+        compared with the pool and with every kept row before it. `encoded`: sequences made
+        by an encoder kept identical to `self.encoder` (see `TokenEncoder`), instead of tokens.
         """
         results: list[Match | None] = []
         for start in range(0, len(texts), batch_size):
             chunk = texts[start : start + batch_size]
             chunk_tokens = tokens[start : start + batch_size] if tokens is not None else None
-            encs = self._encode_many(chunk, chunk_tokens)
+            chunk_encoded = encoded[start : start + batch_size] if encoded is not None else None
+            encs = self._encode_many(chunk, chunk_tokens, chunk_encoded)
             pool_best = self._pool_best(encs)
             side: dict[int, list[int]] = {}  # element -> postings of rows kept in this batch
             for text, enc, best in zip(chunk, encs, pool_best):
@@ -507,7 +433,8 @@ class RougeLIndex:
                         best = (exact.score, exact.index)
                     else:
                         cands, uppers = self._side_candidates(enc, side, self._t)
-                        best = self._verify(enc, cands, uppers, self._t, best)
+                        if cands:
+                            best = self._verify(enc, cands, uppers, self._t, best)
                 if best[1] >= 0:
                     results.append(Match(best[1], self._texts[best[1]], best[0]))
                     continue
@@ -546,8 +473,9 @@ class RougeLIndex:
             per_probe = self._bounded([e.length for e in probes], probe_of, probe_pos,
                                       hit_lists, bar)
             unresolved = []
-            for k, (cands, uppers) in zip(todo, per_probe):
-                best[k] = self._verify(encs[k], cands, uppers, bar, best[k])
+            for k, (cands, uppers) in zip(todo, per_probe, strict=True):
+                if cands:
+                    best[k] = self._verify(encs[k], cands, uppers, bar, best[k])
                 if best[k][1] < 0:
                     unresolved.append(k)
             todo = unresolved
@@ -593,12 +521,3 @@ class RougeLIndex:
             return []
         top = np.argsort(-scores, kind="stable")[:k]
         return [Match(int(i), self._texts[i], float(scores[i])) for i in top]
-
-
-def document_frequencies(texts: Iterable[str], tokenizer: TokenizerName = "rouge") -> Counter[str]:
-    """How many texts contain each token: the rarest-first order for `RougeLIndex`."""
-    tokenize = TOKENIZERS[tokenizer]
-    freq: Counter[str] = Counter()
-    for text in texts:
-        freq.update(set(tokenize(text)))
-    return freq
