@@ -30,8 +30,9 @@ class FilterConfig(BaseModel):
 
     input: Path
     output_dir: Path | None = Field(
-        None, description="where kept.jsonl, rejected.jsonl and summary.json go; "
-        "default outputs/filter-<input name>"
+        None,
+        description="where kept.jsonl, rejected.jsonl and summary.json go; "
+        "default outputs/filter-<input name>",
     )
     reference: list[Path] = Field(
         default_factory=list,
@@ -40,8 +41,9 @@ class FilterConfig(BaseModel):
     )
     threshold: float = Field(0.7, ge=0.0, le=1.0, description="paper: drop if ROUGE-L > 0.7")
     tokenizer: Literal["rouge", "unicode"] = Field(
-        "rouge", description="rouge = rouge_score's [a-z0-9] tokens (the paper's); unicode = "
-        "letters and digits of every script, CJK per character"
+        "rouge",
+        description="rouge = rouge_score's [a-z0-9] tokens (the paper's); unicode = "
+        "letters and digits of every script, CJK per character",
     )
     novelty: bool = Field(True, description="False skips the ROUGE-L stage (rules only)")
     rules: RuleConfig = Field(default_factory=RuleConfig)
@@ -49,12 +51,15 @@ class FilterConfig(BaseModel):
         False, description="count unreadable rows (kept in rejected.jsonl) instead of stopping"
     )
     workers: int | None = Field(
-        None, ge=1, description="processes; 2 overlaps reading/tokenizing with the novelty "
-        "stage [default: 2 when the machine has 2+ cores]"
+        None,
+        ge=1,
+        description="processes; 2 overlaps reading/tokenizing with the novelty "
+        "stage [default: 2 when the machine has 2+ cores]",
     )
     output_format: Literal["tasks", "original"] = Field(
-        "tasks", description="tasks = the Task schema (usable as seeds); original = each kept "
-        "row exactly as it was read"
+        "tasks",
+        description="tasks = the Task schema (usable as seeds); original = each kept "
+        "row exactly as it was read",
     )
 
     def resolved_output_dir(self) -> Path:

@@ -101,7 +101,7 @@ class _Chunk:
 
 
 def _prepare(config: FilterConfig) -> tuple[list[str], dict[str, int]]:
-    """The reference pool and the token frequencies: deterministic, so each process makes its own."""
+    """The reference pool and token frequencies: deterministic, so each process makes its own."""
     references = [task.instruction for path in config.reference for task in read_tasks(path)]
     frequencies: dict[str, int] = {}
     if config.novelty:
@@ -132,17 +132,42 @@ def _produce(config: FilterConfig) -> Iterator[_Chunk]:
             if isinstance(item, BadRow):
                 chunk.bad_rows += 1
                 chunk.dropped["bad_row"] += 1
-                chunk.decided.append((item.line, False, dump_line(Rejected(
-                    stage="read", reason="bad_row", text=item.text,
-                    detail={"error": item.message}, origin=item.origin))))
+                chunk.decided.append(
+                    (
+                        item.line,
+                        False,
+                        dump_line(
+                            Rejected(
+                                stage="read",
+                                reason="bad_row",
+                                text=item.text,
+                                detail={"error": item.message},
+                                origin=item.origin,
+                            )
+                        ),
+                    )
+                )
                 continue
             task = item.task
             hit = rules.check(task.instruction)
             if hit is not None:
                 chunk.dropped[hit.reason] += 1
-                chunk.decided.append((item.line, False, dump_line(Rejected(
-                    stage="rules", reason=hit.reason, text=task.instruction, detail=hit.detail,
-                    id=task.id, origin=item.origin))))
+                chunk.decided.append(
+                    (
+                        item.line,
+                        False,
+                        dump_line(
+                            Rejected(
+                                stage="rules",
+                                reason=hit.reason,
+                                text=task.instruction,
+                                detail=hit.detail,
+                                id=task.id,
+                                origin=item.origin,
+                            )
+                        ),
+                    )
+                )
                 continue
             kept_line = dump_line(item.raw if original else task)
             if not config.novelty:
@@ -229,9 +254,12 @@ def run_filter(
     except OSError as exc:
         raise SelfInstructError(f"{out_dir}: cannot create the output directory ({exc})") from None
     summary = FilterSummary(
-        input=str(config.input), output_dir=str(out_dir),
-        kept_path=str(out_dir / "kept.jsonl"), rejected_path=str(out_dir / "rejected.jsonl"),
-        threshold=config.threshold, tokenizer=config.tokenizer,
+        input=str(config.input),
+        output_dir=str(out_dir),
+        kept_path=str(out_dir / "kept.jsonl"),
+        rejected_path=str(out_dir / "rejected.jsonl"),
+        threshold=config.threshold,
+        tokenizer=config.tokenizer,
     )
     workers = config.workers if config.workers is not None else min(2, os.cpu_count() or 1)
     # Start the producer first: it prepares its own copy of what follows, in parallel.
@@ -242,8 +270,10 @@ def run_filter(
     dropped: Counter[str] = Counter()
     temp_paths = [out_dir / ".kept.jsonl.tmp", out_dir / ".rejected.jsonl.tmp"]
     try:
-        with temp_paths[0].open("w", encoding="utf-8") as kept_fh, \
-                temp_paths[1].open("w", encoding="utf-8") as rejected_fh:
+        with (
+            temp_paths[0].open("w", encoding="utf-8") as kept_fh,
+            temp_paths[1].open("w", encoding="utf-8") as rejected_fh,
+        ):
             for chunk in chunks:
                 if novelty is not None:
                     novelty.decide(chunk)
@@ -268,8 +298,11 @@ def run_filter(
     summary.dropped = dict(dropped.most_common())
     summary.comparisons = novelty.index.comparisons if novelty is not None else 0
     candidates = summary.rows_in - sum(v for k, v in dropped.items() if k != "rouge_l")
-    if (config.tokenizer == "rouge" and candidates
-            and summary.empty_token_rows / candidates >= EMPTY_TOKEN_WARNING):
+    if (
+        config.tokenizer == "rouge"
+        and candidates
+        and summary.empty_token_rows / candidates >= EMPTY_TOKEN_WARNING
+    ):
         summary.warnings.append(
             f"{summary.empty_token_rows} of {candidates} rows have no [a-z0-9] tokens, so "
             "ROUGE-L scores them 0 and never drops them as duplicates; for non-English text "

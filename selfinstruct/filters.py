@@ -17,8 +17,24 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # Self-Instruct's list plus Alpaca's additions (video, audio, music, flowchart, diagram).
 PAPER_KEYWORDS: tuple[str, ...] = (
-    "image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps",
-    "draw", "plot", "go to", "video", "audio", "music", "flowchart", "diagram",
+    "image",
+    "images",
+    "graph",
+    "graphs",
+    "picture",
+    "pictures",
+    "file",
+    "files",
+    "map",
+    "maps",
+    "draw",
+    "plot",
+    "go to",
+    "video",
+    "audio",
+    "music",
+    "flowchart",
+    "diagram",
 )
 
 

@@ -147,14 +147,17 @@ def _chat_row_to_task(obj: dict[str, Any], default_id: str) -> Task:
     messages = obj["messages"]
     if not isinstance(messages, list):
         raise ValueError("field 'messages' must be a list of {role, content} objects")
-    user = next((i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"), None)
+    user = next(
+        (i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") == "user"), None
+    )
     if user is None:
         raise ValueError("field 'messages' has no user turn to use as the instruction")
     instruction = messages[user].get("content")
     if not isinstance(instruction, str):
         raise ValueError(f"field 'messages.{user}.content' must be a string")
     reply = next(
-        (m for m in messages[user + 1 :] if isinstance(m, dict) and m.get("role") == "assistant"), None
+        (m for m in messages[user + 1 :] if isinstance(m, dict) and m.get("role") == "assistant"),
+        None,
     )
     instances = []
     if reply is not None:
@@ -163,8 +166,13 @@ def _chat_row_to_task(obj: dict[str, Any], default_id: str) -> Task:
         instances.append({"input": "", "output": reply["content"]})
     extra = {k: v for k, v in obj.items() if k not in {"messages", "id"}}
     return Task.model_validate(
-        {"id": _as_str_id(obj.get("id", default_id)), "instruction": instruction,
-         "instances": instances, "messages": messages, **extra}
+        {
+            "id": _as_str_id(obj.get("id", default_id)),
+            "instruction": instruction,
+            "instances": instances,
+            "messages": messages,
+            **extra,
+        }
     )
 
 
@@ -200,15 +208,22 @@ def iter_rows(path: str | os.PathLike[str]) -> Iterator[Row | BadRow]:
         try:
             text = raw_line.decode("utf-8")
         except UnicodeDecodeError as exc:
-            yield BadRow(number, f"{path}:{number}", f"not valid UTF-8 ({exc.reason} at byte "
-                         f"{exc.start}); re-encode the file as UTF-8",
-                         raw_line.decode("utf-8", "replace"))
+            yield BadRow(
+                number,
+                f"{path}:{number}",
+                f"not valid UTF-8 ({exc.reason} at byte {exc.start}); re-encode the file as UTF-8",
+                raw_line.decode("utf-8", "replace"),
+            )
             continue
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as exc:
-            yield BadRow(number, f"{path}:{number}", f"not valid JSON ({exc.msg} at column "
-                         f"{exc.colno})", text)
+            yield BadRow(
+                number,
+                f"{path}:{number}",
+                f"not valid JSON ({exc.msg} at column {exc.colno})",
+                text,
+            )
             continue
         yield _parse(obj, path, number, text)
 
@@ -222,13 +237,17 @@ def _iter_json_list(path: Path, data: bytes) -> Iterator[Row | BadRow]:
     try:
         items = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InputError(path, f"not valid JSON ({exc.msg} at column {exc.colno})", exc.lineno) from None
+        raise InputError(
+            path, f"not valid JSON ({exc.msg} at column {exc.colno})", exc.lineno
+        ) from None
     for index, obj in enumerate(items, start=1):
         # For a JSON list the "line" is the item's position, which is what a user can look up.
         yield _parse(obj, path, index, json.dumps(obj, ensure_ascii=False), unit="item")
 
 
-def read_rows(path: str | os.PathLike[str], *, skip_bad_rows: bool = False) -> Iterator[Row | BadRow]:
+def read_rows(
+    path: str | os.PathLike[str], *, skip_bad_rows: bool = False
+) -> Iterator[Row | BadRow]:
     """Like `iter_rows`, but a bad row raises InputError unless `skip_bad_rows` is set."""
     for item in iter_rows(path):
         if isinstance(item, BadRow) and not skip_bad_rows:

@@ -228,7 +228,7 @@ class RougeLIndex:
         if total == 0 or not self._postings:
             return _NO_ELEMENTS, _NO_ELEMENTS, []
         counts = np.asarray(prefixes, dtype=np.int64)
-        elements = np.concatenate([e.elements[:p] for e, p in zip(encs, prefixes)])
+        elements = np.concatenate([e.elements[:p] for e, p in zip(encs, prefixes, strict=True)])
         probe = np.repeat(np.arange(len(encs)), counts)
         starts = np.cumsum(counts) - counts
         pos = np.arange(total) - np.repeat(starts, counts)
@@ -326,8 +326,10 @@ class RougeLIndex:
         upper = (2.0 * bound[keep] / (m[keep] + n[keep])).tolist()
         cand_list, probe = cand[keep].tolist(), probe[keep]
         cuts = np.searchsorted(probe, np.arange(len(lengths) + 1)).tolist()
-        return [(cand_list[cuts[k] : cuts[k + 1]], upper[cuts[k] : cuts[k + 1]])
-                for k in range(len(lengths))]
+        return [
+            (cand_list[cuts[k] : cuts[k + 1]], upper[cuts[k] : cuts[k + 1]])
+            for k in range(len(lengths))
+        ]
 
     def _verify(
         self,
@@ -348,7 +350,7 @@ class RougeLIndex:
         seq, m = enc.seq, enc.length
         seqs, lens = self._seqs, self._lens
         similarity = LCSseq.similarity
-        for upper, i in sorted(zip(uppers, cands), key=_by_bound):
+        for upper, i in sorted(zip(uppers, cands, strict=True), key=_by_bound):
             if upper < bar:
                 break  # sorted: no later candidate can beat the best found either
             n = lens[i]
@@ -359,7 +361,9 @@ class RougeLIndex:
             precision = lcs / m
             recall = lcs / n
             score = 2 * precision * recall / (precision + recall)
-            if score > threshold and (score > best_score or (score == best_score and i < best_index)):
+            if score > threshold and (
+                score > best_score or (score == best_score and i < best_index)
+            ):
                 best_score, best_index = score, i
                 bar = max(bar, score - _MARGIN)
         return best_score, best_index
@@ -426,7 +430,7 @@ class RougeLIndex:
             encs = self._encode_many(chunk, chunk_tokens, chunk_encoded)
             pool_best = self._pool_best(encs)
             side: dict[int, list[int]] = {}  # element -> postings of rows kept in this batch
-            for text, enc, best in zip(chunk, encs, pool_best):
+            for text, enc, best in zip(chunk, encs, pool_best, strict=True):
                 if side and enc.length:
                     exact = self._exact_match(enc)
                     if exact is not None:
@@ -460,8 +464,9 @@ class RougeLIndex:
         if not self.prune:
             everything = range(len(self._texts))
             for k in todo:
-                best[k] = self._verify(encs[k], everything, [1.0] * len(everything), self._t,
-                                       best[k])
+                best[k] = self._verify(
+                    encs[k], everything, [1.0] * len(everything), self._t, best[k]
+                )
             return best
         for bar in self._bars():
             if not todo:
@@ -470,8 +475,9 @@ class RougeLIndex:
             probe_of, probe_pos, hit_lists = self._lookup(probes, bar)
             if not hit_lists:
                 continue  # nothing above this bar; a lower bar reads a longer prefix
-            per_probe = self._bounded([e.length for e in probes], probe_of, probe_pos,
-                                      hit_lists, bar)
+            per_probe = self._bounded(
+                [e.length for e in probes], probe_of, probe_pos, hit_lists, bar
+            )
             unresolved = []
             for k, (cands, uppers) in zip(todo, per_probe, strict=True):
                 if cands:
@@ -509,8 +515,9 @@ class RougeLIndex:
         enc = self._encode(text)
         if not self._texts:
             return np.zeros(0)
-        lcs = process.cdist([enc.seq], self._seqs, scorer=LCSseq.similarity, dtype=np.int64,
-                            workers=workers)[0]
+        lcs = process.cdist(
+            [enc.seq], self._seqs, scorer=LCSseq.similarity, dtype=np.int64, workers=workers
+        )[0]
         lens = self._lens_np[: len(self._texts)]
         return _fmeasure_array(lcs.astype(np.float64), lens, enc.length)
 

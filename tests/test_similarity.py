@@ -1,0 +1,186 @@
+"""The ROUGE-L index must decide exactly as rouge_score does, pair for pair and row for row."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from conftest import SEED_FILE, jsonl_instructions, t0_instructions
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from rouge_score import rouge_scorer, tokenize
+
+from selfinstruct.similarity import RougeLIndex, rouge_l_fmeasure
+from selfinstruct.tokens import rouge_tokenize, unicode_tokenize
+
+SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+
+
+def reference_score(earlier: str, new: str) -> float:
+    # The paper's code scores each new instruction as the prediction against pool targets.
+    return SCORER.score(earlier, new)["rougeL"].fmeasure
+
+
+def reference_filter(
+    texts: list[str], threshold: float, pool: list[str] | None = None
+) -> list[tuple[int, float] | None]:
+    """The paper's sequential rule with rouge_score itself: (best index, score) or None if kept."""
+    kept = list(pool or [])
+    out: list[tuple[int, float] | None] = []
+    for text in texts:
+        scores = [reference_score(k, text) for k in kept]
+        best = max(scores, default=-1.0)
+        if best > threshold:
+            out.append((scores.index(best), best))
+        else:
+            kept.append(text)
+            out.append(None)
+    return out
+
+
+def index_filter(
+    texts: list[str], threshold: float, pool: list[str] | None = None, mode: str = "many", **kwargs
+) -> list[tuple[int, float] | None]:
+    index = RougeLIndex(threshold, **kwargs)
+    for text in pool or []:
+        index.add(text)
+    if mode == "many":
+        matches = index.add_if_novel_many(texts, batch_size=3)
+    else:
+        matches = [index.add_if_novel(text) for text in texts]
+    return [None if m is None else (m.index, m.score) for m in matches]
+
+
+WORDS = st.sampled_from(["a", "b", "c", "d", "e", "The", "cat!", "x1", "é", "—"])
+TEXTS = st.lists(WORDS, min_size=0, max_size=14).map(" ".join)
+# Thresholds that real pairs can hit exactly (2L/(m+n)), where float rounding decides ties.
+TIE_THRESHOLDS = st.builds(
+    lambda lcs, total: 2 * lcs / total, st.integers(1, 12), st.integers(2, 28)
+).filter(lambda t: 0.0 < t <= 1.0)
+
+
+@given(st.text(max_size=80))
+def test_rouge_tokenizer_equals_reference(text: str) -> None:
+    assert rouge_tokenize(text) == tokenize.tokenize(text, None)
+
+
+@given(TEXTS, TEXTS)
+def test_fmeasure_bit_for_bit(a: str, b: str) -> None:
+    index = RougeLIndex()
+    index.add(a)
+    assert index.scores(b)[0] == reference_score(a, b)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(
+    st.lists(TEXTS, min_size=1, max_size=25),
+    st.one_of(st.just(0.7), TIE_THRESHOLDS),
+    st.lists(TEXTS, max_size=4),
+)
+def test_sequential_decisions_equal_reference(
+    texts: list[str], threshold: float, pool: list[str]
+) -> None:
+    expected = reference_filter(texts, threshold, pool)
+    assert index_filter(texts, threshold, pool, mode="one") == expected
+    assert index_filter(texts, threshold, pool, mode="many") == expected
+    assert index_filter(texts, threshold, pool, mode="many", prune=False) == expected
+
+
+def _with_tail(prefix: str, size: int) -> str:
+    return " ".join([f"w{i}" for i in range(7)] + [f"{prefix}{i}" for i in range(size)])
+
+
+@pytest.mark.parametrize(("m", "n", "dropped"), [(9, 11, True), (10, 10, False), (8, 12, True)])
+def test_exact_ties_are_decided_like_the_reference(m: int, n: int, dropped: bool) -> None:
+    # LCS 7 over m + n = 20 tokens is 0.7 exactly on paper. rouge_score's float formula lands
+    # on 0.7000000000000001 (dropped) for 9/11 and 8/12, but on 0.7 (kept) for 10/10; a
+    # formula like 2·LCS/(m+n) would keep all three.
+    earlier, new = _with_tail("x", m - 7), _with_tail("y", n - 7)
+    assert (reference_score(earlier, new) > 0.7) is dropped
+    index = RougeLIndex(0.7)
+    index.add(earlier)
+    assert index.is_novel(new) is not dropped
+    assert rouge_l_fmeasure(7, m, n) == reference_score(earlier, new)
+
+
+def _real_instructions() -> list[str]:
+    import json
+
+    seeds = [json.loads(line)["instruction"] for line in SEED_FILE.read_text().splitlines()]
+    texts = seeds + jsonl_instructions("user_oriented_instructions.jsonl")[:80]
+    texts += jsonl_instructions("self_instruct_run_samples/machine_generated_instructions.jsonl")
+    rng = random.Random(7)
+    # Near-duplicates made by small edits, so that the comparison also covers drops.
+    for text in rng.sample(texts, 60):
+        words = text.split()
+        i = rng.randrange(len(words))
+        words[i : i + 1] = rng.choice([[], ["very"], [words[i], "also"]])
+        texts.append(" ".join(words))
+    rng.shuffle(texts)
+    return texts
+
+
+def test_real_data_decisions_equal_rouge_score() -> None:
+    texts = _real_instructions()
+    expected = reference_filter(texts, 0.7)
+    assert sum(e is not None for e in expected) > 20  # the sample does exercise drops
+    assert index_filter(texts, 0.7, mode="many") == expected
+    assert index_filter(texts, 0.7, mode="one") == expected
+
+
+def test_real_pair_scores_equal_rouge_score() -> None:
+    rng = random.Random(3)
+    texts = _real_instructions() + t0_instructions(400)
+    for _ in range(300):
+        a, b = rng.sample(texts, 2)
+        index = RougeLIndex()
+        index.add(a)
+        assert index.scores(b)[0] == reference_score(a, b)
+
+
+def test_pruned_equals_exhaustive_on_templated_data() -> None:
+    texts = t0_instructions(1500)
+    pruned = index_filter(texts, 0.7, mode="many")
+    assert index_filter(texts, 0.7, prune=False, mode="many") == pruned
+    assert sum(p is None for p in pruned) < len(texts)  # near-duplicates were found
+
+
+@pytest.mark.parametrize("limit", [3, 50])
+def test_decisions_survive_running_out_of_code_points(limit: int) -> None:
+    texts = _real_instructions()[:200]
+    expected = index_filter(texts, 0.7)
+    index = RougeLIndex(0.7)
+    index.encoder.codepoint_limit = limit  # as if the vocabulary had outgrown Unicode
+    matches = index.add_if_novel_many(texts, batch_size=16)
+    assert [None if m is None else (m.index, m.score) for m in matches] == expected
+    assert not index.encoder.codepoints
+
+
+def test_incremental_api() -> None:
+    index = RougeLIndex(0.7)
+    assert index.add_if_novel("Write a poem about the sea.") is None
+    assert index.add_if_novel("Summarize the article in two sentences.") is None
+    match = index.find_duplicate("Write a short poem about the sea.")
+    assert match is not None and match.index == 0 and match.score > 0.7
+    assert index.is_novel("List three uses for baking soda.")
+    assert len(index) == 2
+    top = index.most_similar("Write a poem about the ocean.", k=2)
+    assert [m.index for m in top] == [0, 1] and top[0].score > top[1].score
+    assert index.find_duplicate("!!!") is None  # no tokens: rouge_score gives 0
+    with pytest.raises(ValueError):
+        RougeLIndex(1.5)
+
+
+def test_unicode_tokenizer_dedups_what_the_reference_cannot() -> None:
+    a = "请把这段文字翻译成英文"
+    b = "请把这段文字翻译成法文"
+    assert rouge_tokenize(a) == []  # the reference tokenizer sees nothing at all
+    assert unicode_tokenize(a)[:3] == ["请", "把", "这"]
+    assert unicode_tokenize("हिन्दी भाषा") == ["हिन्दी", "भाषा"]  # combining marks kept
+    assert unicode_tokenize("Straße") == ["strasse"]
+    rouge = RougeLIndex(0.7)
+    rouge.add(a)
+    assert rouge.is_novel(b)
+    uni = RougeLIndex(0.7, tokenizer="unicode")
+    uni.add(a)
+    assert not uni.is_novel(b)
