@@ -199,20 +199,20 @@ def _with_progress(fn: Any, cfg: Any, quiet: bool) -> Any:
 
 
 def _print_filter_summary(summary: Any) -> None:
-    table = Table(title=f"filter: {summary.input}", show_header=True, header_style="bold")
-    table.add_column("rows")
-    table.add_column("count", justify="right")
+    table = Table(show_header=True, header_style="bold")
+    table.add_column(f"filter {Path(summary.input).name}")
+    table.add_column("rows", justify="right")
     table.add_row("read", f"{summary.rows_in:,}")
     table.add_row("[green]kept[/]", f"{summary.kept:,}")
     for reason, count in summary.dropped.items():
         table.add_row(f"dropped: {reason}", f"{count:,}")
     if summary.reference_rows:
-        table.add_row("reference pool", f"{summary.reference_rows:,}")
-    table.add_row("time", f"{summary.seconds:.2f} s")
+        table.add_row("reference pool (compared, not written)", f"{summary.reference_rows:,}")
     out.print(table)
+    out.print(f"{summary.seconds:.2f} s; kept -> {summary.kept_path}; "
+              f"rejected (with reasons) -> {summary.rejected_path}", highlight=False)
     for warning in summary.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    out.print(f"kept -> {summary.kept_path}\nrejected -> {summary.rejected_path}", highlight=False)
 
 
 @app.command()
