@@ -209,8 +209,11 @@ def _print_filter_summary(summary: Any) -> None:
     if summary.reference_rows:
         table.add_row("reference pool (compared, not written)", f"{summary.reference_rows:,}")
     out.print(table)
-    out.print(f"{summary.seconds:.2f} s; kept -> {summary.kept_path}; "
-              f"rejected (with reasons) -> {summary.rejected_path}", highlight=False)
+    out.print(
+        f"{summary.seconds:.2f} s; kept -> {summary.kept_path}; "
+        f"rejected (with reasons) -> {summary.rejected_path}",
+        highlight=False,
+    )
     for warning in summary.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
