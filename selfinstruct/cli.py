@@ -72,7 +72,7 @@ def filter_command(
             "--output-dir",
             "-o",
             help="Where kept.jsonl, "
-            "rejected.jsonl and summary.json go [default: outputs/filter-NAME]",
+            "rejected.jsonl and summary.json go (default: outputs/filter-NAME)",
         ),
     ] = None,
     reference: Annotated[
@@ -86,23 +86,23 @@ def filter_command(
     threshold: Annotated[
         float | None,
         typer.Option(
-            help="Drop a row whose ROUGE-L with an earlier one is greater than this [default: 0.7]"
+            help="Drop a row whose ROUGE-L with an earlier one is greater than this (default: 0.7)"
         ),
     ] = None,
     tokenizer: Annotated[
         str | None,
         typer.Option(
-            help="rouge (rouge_score's, English only) or unicode (every script) [default: rouge]"
+            help="rouge (rouge_score's, English only) or unicode (every script) (default: rouge)"
         ),
     ] = None,
     no_novelty: Annotated[
         bool, typer.Option("--no-novelty", help="Skip the ROUGE-L stage")
     ] = False,
     min_words: Annotated[
-        int | None, typer.Option(help="Drop fewer words; 0 turns it off [default: 4]")
+        int | None, typer.Option(help="Drop fewer words; 0 turns it off (default: 4)")
     ] = None,
     max_words: Annotated[
-        int | None, typer.Option(help="Drop more words; 0 turns it off [default: 150]")
+        int | None, typer.Option(help="Drop more words; 0 turns it off (default: 150)")
     ] = None,
     keyword: Annotated[
         list[str] | None,
@@ -115,7 +115,7 @@ def filter_command(
         list[str] | None,
         typer.Option(
             "--banned-prefix",
-            help="Replace the banned prefixes [default: 'Write a program'] (repeatable)",
+            help="Replace the banned prefixes (default: 'Write a program') (repeatable)",
         ),
     ] = None,
     no_banned_prefixes: Annotated[bool, typer.Option("--no-banned-prefixes")] = False,
@@ -130,12 +130,12 @@ def filter_command(
     ] = False,
     output_format: Annotated[
         str | None,
-        typer.Option(help="tasks (Task schema) or original (rows as read) [default: tasks]"),
+        typer.Option(help="tasks (Task schema) or original (rows as read) (default: tasks)"),
     ] = None,
     workers: Annotated[
         int | None,
         typer.Option(
-            help="Processes: 2 overlaps reading with the ROUGE-L stage [default: 2 on 2+ cores]"
+            help="Processes: 2 overlaps reading with the ROUGE-L stage (default: 2 on 2+ cores)"
         ),
     ] = None,
     config: Annotated[
