@@ -49,11 +49,168 @@ def _fail(exc: SelfInstructError) -> typer.Exit:
     return typer.Exit(exc.exit_code)
 
 
+# Exit codes (README): 0 done, 2 bad input or config, 3 backend unusable, 4 run locked,
+# 5 stopped at a budget, 6 no progress, 130 interrupted.
+STATUS_EXIT = {"done": 0, "budget": 5, "stalled": 6}
+
+
 @app.command()
-def generate() -> None:
-    """Bootstrap new tasks from seed tasks with a model (not implemented yet)."""
-    err.print("generate is not implemented yet; it lands with the bootstrapping-loop issue")
-    raise typer.Exit(2)
+def generate(
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--run-dir",
+            "-o",
+            help="Run directory; run the same command again to resume (default: outputs/run)",
+        ),
+    ] = None,
+    seed_tasks: Annotated[
+        Path | None, typer.Option(help="Seed task file (default: seed_tasks/seed_tasks.jsonl)")
+    ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend",
+            "-b",
+            help="local, openai, vllm or scripted (default: local, the bundled SmolLM2-135M)",
+        ),
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model id or path")] = None,
+    base_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--base-url",
+            help="OpenAI-compatible server (repeatable; requests are spread over them)",
+        ),
+    ] = None,
+    chat: Annotated[
+        bool | None, typer.Option("--chat/--completions", help="Chat or completion prompts")
+    ] = None,
+    target: Annotated[
+        int | None, typer.Option("--target", "-n", help="Tasks to accept (default: 100)")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (default: 0)")] = None,
+    prompts_per_round: Annotated[
+        int | None, typer.Option(help="Instruction prompts per round (default: 8)")
+    ] = None,
+    max_requests: Annotated[int | None, typer.Option(help="Budget: requests")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Budget: tokens")] = None,
+    max_cost: Annotated[
+        float | None, typer.Option(help="Budget: USD (needs prices in the config file)")
+    ] = None,
+    concurrency: Annotated[int | None, typer.Option(help="openai: requests in flight")] = None,
+    device: Annotated[str | None, typer.Option(help="local: cpu, cuda, ...")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Use the scripted backend: no model, canned replies")
+    ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="YAML/TOML file with these options; flags override it"),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors")] = False,
+) -> None:
+    """Bootstrap new tasks from seed tasks with a model (the Self-Instruct loop)."""
+    from selfinstruct.config import GenerateConfig, build_config
+    from selfinstruct.generate import run_generate
+
+    flags: dict[str, Any] = {
+        "run_dir": run_dir,
+        "seed_tasks": seed_tasks,
+        "backend": "scripted" if dry_run else backend,
+        "model": model,
+        "base_url": base_url,
+        "chat": chat,
+        "target_tasks": target,
+        "seed": seed,
+        "prompts_per_round": prompts_per_round,
+        "max_requests": max_requests,
+        "max_tokens_total": max_tokens,
+        "max_cost": max_cost,
+        "concurrency": concurrency,
+        "device": device,
+    }
+    try:
+        cfg = build_config(GenerateConfig, config, flags)
+        summary = _run_with_display(run_generate, cfg, quiet)
+    except SelfInstructError as exc:
+        raise _fail(exc) from None
+    except KeyboardInterrupt:
+        err.print("interrupted; run the same command again to resume")
+        raise typer.Exit(130) from None
+    if not quiet:
+        _print_generate_summary(summary)
+    raise typer.Exit(STATUS_EXIT.get(summary.status, 0))
+
+
+def _run_with_display(fn: Any, cfg: Any, quiet: bool) -> Any:
+    import time
+
+    if quiet:
+        return fn(cfg)
+    if not sys.stderr.isatty():
+
+        def log_line(p: Any) -> None:
+            top = ", ".join(f"{k} {v}" for k, v in p.rejected.most_common(3))
+            err.print(
+                f"round {p.round}: accepted {p.accepted}/{p.target}, requests "
+                f"{p.requests}, tokens {p.tokens:,}, rejected: {top or '-'}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+        return fn(cfg, on_progress=log_line)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("accepted"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.description}"),
+    )
+    with Progress(*columns, console=err, transient=False) as progress:
+        task = progress.add_task("starting", total=cfg.target_tasks)
+
+        def update(p: Any) -> None:
+            rate = p.requests / max(1e-9, time.perf_counter() - p.started)
+            top = ", ".join(f"{k} {v}" for k, v in p.rejected.most_common(2))
+            progress.update(
+                task,
+                completed=min(p.accepted, p.target),
+                description=(
+                    f"round {p.round} · {p.tokens:,} tokens · {rate:.1f} req/s · rejected: "
+                    f"{top or '-'}"
+                ),
+            )
+
+        return fn(cfg, on_progress=update)
+
+
+def _print_generate_summary(summary: Any) -> None:
+    table = Table(show_header=True, header_style="bold")
+    table.add_column(f"generate -> {summary.run_dir}")
+    table.add_column("", justify="right")
+    table.add_row("[green]accepted tasks[/]", f"{summary.accepted:,} / {summary.target:,}")
+    table.add_row("rounds", f"{summary.rounds:,}")
+    table.add_row("requests", f"{summary.requests:,}")
+    table.add_row(
+        "tokens (prompt + completion)", f"{summary.prompt_tokens:,} + {summary.completion_tokens:,}"
+    )
+    if summary.cost_usd is not None:
+        table.add_row("estimated cost", f"${summary.cost_usd:.4f}")
+    for reason, count in sorted(summary.rejected.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"rejected: {reason}", f"{count:,}")
+    out.print(table)
+    out.print(f"{summary.status}: {summary.message} ({summary.seconds:.1f} s)", highlight=False)
 
 
 @app.command(name="filter")

@@ -125,3 +125,115 @@ def build_config(model: type[C], file: str | os.PathLike[str] | None, flags: dic
             problems.append(f"'{key}': {msg}")
         where = f"{file}: " if file is not None else ""
         raise ConfigError(f"{where}bad configuration: " + "; ".join(problems)) from None
+
+
+class SamplingConfig(BaseModel):
+    """Decoding settings for one stage (mapped to each backend's names)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.5, gt=0.0, le=1.0)
+    max_tokens: int = Field(1024, ge=1)
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+
+
+class GenerateConfig(BaseModel):
+    """`selfinstruct generate`: the Self-Instruct bootstrapping loop."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_dir: Path = Field(
+        Path("outputs/run"),
+        description="run directory; the same command with the same run directory resumes",
+    )
+    seed_tasks: Path = Field(
+        Path(__file__).resolve().parents[1] / "seed_tasks" / "seed_tasks.jsonl",
+        description="the human-written tasks the loop starts from",
+    )
+    prompts_dir: Path | None = Field(None, description="templates folder (default: prompts/)")
+    backend: Literal["local", "openai", "vllm", "scripted"] = Field(
+        "local", description="local = transformers on CPU/GPU with the bundled SmolLM2-135M"
+    )
+    model: str | None = Field(None, description="model id or path (default: per backend)")
+    chat: bool | None = Field(
+        None,
+        description="chat prompts (default: true for openai, "
+        "local and vllm use the model's chat template when it has one)",
+    )
+    base_url: list[str] = Field(
+        default_factory=list,
+        description="OpenAI-compatible servers; "
+        "requests are spread over them (default: $OPENAI_BASE_URL)",
+    )
+    api_key_env: str = Field(
+        "OPENAI_API_KEY",
+        description="environment variable holding the "
+        "key; the key itself is never written anywhere",
+    )
+    target_tasks: int = Field(100, ge=1, description="stop when this many tasks are accepted")
+    seed: int = Field(0, description="random seed: the same seed gives the same sampling")
+    prompts_per_round: int = Field(
+        8, ge=1, description="instruction prompts per round, sent as one batch"
+    )
+    human_examples: int = Field(6, ge=0, description="paper: 6 seed instructions per prompt")
+    machine_examples: int = Field(2, ge=0, description="paper: 2 machine instructions")
+    max_new_per_prompt: int = Field(
+        8, ge=1, description="paper: stop at the 16th item (8 shown + 8 new)"
+    )
+    instruction_sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(
+            temperature=0.7, top_p=0.5, max_tokens=1024, presence_penalty=2.0
+        ),
+        description="paper: temperature 0.7, top_p 0.5, presence penalty 2",
+    )
+    instance_sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(
+            temperature=0.0, top_p=1.0, max_tokens=350, presence_penalty=1.5
+        ),
+        description="paper: greedy, presence penalty 1.5, 300-350 tokens",
+    )
+    classification_examples: int = Field(12, ge=2, description="few-shot yes/no examples")
+    instance_examples: int = Field(3, ge=1, description="few-shot tasks in instance prompts")
+    max_instances: int = Field(5, ge=1, description="paper: at most 5 instances per task")
+    threshold: float = Field(0.7, ge=0.0, le=1.0, description="paper: drop if ROUGE-L > 0.7")
+    tokenizer: Literal["rouge", "unicode"] = "rouge"
+    rules: RuleConfig = Field(default_factory=RuleConfig)
+    no_progress_rounds: int = Field(
+        10,
+        ge=1,
+        description="stop after this many rounds in a row accept nothing (never loop forever)",
+    )
+    max_requests: int | None = Field(None, ge=1)
+    max_tokens_total: int | None = Field(None, ge=1, description="prompt + completion tokens")
+    max_cost: float | None = Field(None, gt=0, description="USD, from the price table")
+    prices: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="model -> (USD per 1M prompt tokens, per 1M "
+        "completion tokens) for the cost estimate",
+    )
+    concurrency: int = Field(16, ge=1, description="openai: requests in flight at most")
+    timeout: float = Field(120.0, gt=0, description="openai: seconds per request")
+    max_retries: int = Field(6, ge=0, description="openai: retries per request")
+    device: str | None = Field(None, description="local: cpu, cuda, ... (default: best)")
+    tensor_parallel_size: int = Field(1, ge=1, description="vllm")
+    data_parallel_size: int = Field(1, ge=1, description="vllm")
+
+    def resume_key(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the original (budgets may change)."""
+        keep = self.model_dump(
+            mode="json",
+            exclude={
+                "target_tasks",
+                "max_requests",
+                "max_tokens_total",
+                "max_cost",
+                "prices",
+                "concurrency",
+                "timeout",
+                "max_retries",
+                "device",
+                "no_progress_rounds",
+            },
+        )
+        return keep

@@ -1,0 +1,205 @@
+"""A deterministic backend for tests and `--dry-run`: replies from rules or a queue.
+
+It records every prompt it was sent (`calls`), so tests can check prompt assembly. With no
+replies given, it answers each stage of the Self-Instruct loop with canned, well-formed text
+built from a counter, so a dry run exercises parsing, filtering and the run directory without a
+model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+
+from selfinstruct.backends.base import Completion, Prompt, SamplingParams, Usage
+
+Reply = str | Completion
+Rule = Callable[[str], Reply | None]
+
+# Canned instructions are built from independent slots, each indexed by the counter through a
+# different stride, so two of them rarely share more than a couple of words.
+_SLOTS = [
+    [
+        "Write",
+        "Draft",
+        "Explain",
+        "Describe",
+        "Summarize",
+        "Outline",
+        "Compare",
+        "Invent",
+        "Plan",
+        "Evaluate",
+        "Rewrite",
+        "Classify",
+    ],
+    [
+        "a cheerful",
+        "three concise",
+        "an honest",
+        "a practical",
+        "two surprising",
+        "a detailed",
+        "several creative",
+        "a balanced",
+        "one persuasive",
+        "four quick",
+        "a formal",
+    ],
+    [
+        "notes",
+        "reasons",
+        "steps",
+        "questions",
+        "arguments",
+        "tips",
+        "examples",
+        "stories",
+        "warnings",
+        "headlines",
+        "riddles",
+        "slogans",
+        "lessons",
+    ],
+    [
+        "about volcanoes",
+        "on tax forms",
+        "covering chess openings",
+        "regarding sourdough",
+        "around solar panels",
+        "concerning jazz",
+        "on bird migration",
+        "about spreadsheets",
+        "for city parks",
+        "about password managers",
+        "on tide pools",
+        "about knitting",
+        "about electric buses",
+        "on coral reefs",
+        "about bicycle repair",
+        "on ancient Rome",
+        "about wind turbines",
+    ],
+    [
+        "for teenagers",
+        "for retirees",
+        "for new managers",
+        "for nurses",
+        "for farmers",
+        "for tourists",
+        "for engineers",
+        "for librarians",
+        "for parents",
+        "for chefs",
+    ],
+    [
+        "using plain words",
+        "in under fifty words",
+        "with a memorable example",
+        "without jargon",
+        "as a numbered list",
+        "with one statistic",
+        "in a friendly voice",
+    ],
+]
+_STRIDES = [1, 5, 7, 11, 13, 17]
+
+
+def _canned_instruction(k: int) -> str:
+    words = [
+        slot[(k * stride + k // len(slot)) % len(slot)]
+        for slot, stride in zip(_SLOTS, _STRIDES, strict=True)
+    ]
+    text = " ".join(words) + "."
+    if words[0] == "Classify":
+        return f"Classify the given sentence {words[3]} as positive or negative."
+    return text
+
+
+def _text_of(prompt: Prompt) -> str:
+    if isinstance(prompt, str):
+        return prompt
+    return "\n".join(m.get("content", "") for m in prompt)
+
+
+def _key(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:6], "big")
+
+
+def canned_reply(text: str) -> str:
+    """A well-formed reply for any stage of the loop; a pure function of the prompt, so a
+    resumed dry run gets exactly the replies an uninterrupted one would."""
+    tail = text[-600:]
+    if "Is it classification?" in tail:
+        task = tail.rsplit("Task:", 1)[-1]
+        return " Yes" if re.search(r"\b(Classify|positive or negative)\b", task) else " No"
+    if "Task:" in tail[-300:]:
+        task = tail.rsplit("Task:", 1)[-1]
+        if "Classify" in task:
+            return (
+                "\nClass label: Positive\nInput: I loved every minute of it.\n"
+                "Class label: Negative\nInput: It was a waste of an afternoon.\n"
+            )
+        k = _key(text) % 1000
+        return (
+            f"\nInput: \nOutput: A careful answer, number {k}.\n\n"
+            f"Input: a second case\nOutput: Another answer, number {k}.\n"
+        )
+    base = _key(text) % 100_000 * 4
+    lines = [_canned_instruction(base + i) for i in range(4)]
+    start = _next_number(text)
+    return "".join(f" {line}\n{start + i + 1}." for i, line in enumerate(lines))
+
+
+def _next_number(text: str) -> int:
+    found = re.findall(r"(?m)^\s*(\d+)\.", text)
+    return int(found[-1]) if found else 1
+
+
+class ScriptedBackend:
+    """Replies from a queue (first) or rules (in order); records every prompt in `calls`."""
+
+    name = "scripted"
+
+    def __init__(
+        self,
+        replies: Iterable[Reply] = (),
+        rules: Sequence[Rule] = (),
+        *,
+        chat: bool = False,
+        model: str = "scripted",
+        canned: bool = True,
+    ) -> None:
+        self.queue: deque[Reply] = deque(replies)
+        self.rules = list(rules)
+        if canned:
+            self.rules.append(canned_reply)
+        self.chat = chat
+        self.model = model
+        self.calls: list[tuple[Prompt, SamplingParams]] = []
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
+        out = []
+        for prompt in prompts:
+            self.calls.append((prompt, params))
+            out.append(self._reply(prompt))
+        return out
+
+    def _reply(self, prompt: Prompt) -> Completion:
+        reply: Reply | None = self.queue.popleft() if self.queue else None
+        text = _text_of(prompt)
+        for rule in self.rules:
+            if reply is not None:
+                break
+            reply = rule(text)
+        if reply is None:
+            raise LookupError("the scripted backend has no reply for this prompt")
+        if isinstance(reply, Completion):
+            return reply
+        usage = Usage(prompt_tokens=len(text.split()), completion_tokens=len(reply.split()))
+        return Completion(text=reply, finish_reason="stop", usage=usage)
+
+    def close(self) -> None:
+        pass

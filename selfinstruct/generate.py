@@ -1,0 +1,550 @@
+"""The Self-Instruct bootstrapping loop, one round at a time.
+
+A round: sample seed and machine tasks into few-shot prompts (paper: 6 + 2, shuffled), generate
+new instructions, drop those that break the rules or are too similar (ROUGE-L > 0.7) to anything
+in the pool, decide classification or not, generate instances (output-first for classification,
+input-first otherwise), filter them, and accept the tasks that keep at least one instance.
+
+Every round is deterministic given the seed, the round number and the pool at its start, and
+every model response is journaled as it arrives (see store.py). A killed run resumes with the
+same command: the unfinished round is replayed from the journal, so no response is lost or
+asked for twice, and the results are the same as an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from selfinstruct import __version__
+from selfinstruct.backends.base import Backend, Completion, Prompt, SamplingParams
+from selfinstruct.config import GenerateConfig, SamplingConfig
+from selfinstruct.errors import SelfInstructError
+from selfinstruct.filters import RuleFilter
+from selfinstruct.prompts import (
+    Templates,
+    parse_instances,
+    parse_instructions,
+    parse_is_classification,
+    render_instances,
+    render_instructions,
+    render_is_classification,
+)
+from selfinstruct.records import Instance, Rejected, Task, read_tasks
+from selfinstruct.similarity import RougeLIndex
+from selfinstruct.store import JournalEntry, RunStore
+from selfinstruct.tokens import document_frequencies
+
+# Exit statuses of a generate run (the CLI maps them to exit codes, see README).
+DONE, BUDGET, STALLED = "done", "budget", "stalled"
+
+
+class GenerateSummary(BaseModel):
+    status: str
+    message: str
+    run_dir: str
+    accepted: int
+    target: int
+    rounds: int
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float | None
+    rejected: dict[str, int] = Field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class Progress:
+    """What a progress display needs after each stage."""
+
+    accepted: int
+    target: int
+    round: int
+    requests: int
+    tokens: int
+    rejected: Counter[str]
+    started: float
+
+
+@dataclass
+class _Candidate:
+    instruction: str
+    request_id: str
+    most_similar: dict[str, float] = field(default_factory=dict)
+    avg_similarity: float | None = None
+    is_classification: bool | None = None
+
+    def to_pending(self) -> dict[str, Any]:
+        return {
+            "instruction": self.instruction,
+            "request_id": self.request_id,
+            "most_similar": self.most_similar,
+            "avg_similarity": self.avg_similarity,
+            "is_classification": self.is_classification,
+        }
+
+
+def _params(
+    cfg: SamplingConfig,
+    stop: Sequence[str] = (),
+    max_tokens: int | None = None,
+    seed: int | None = None,
+) -> SamplingParams:
+    return SamplingParams(
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_tokens=max_tokens or cfg.max_tokens,
+        presence_penalty=cfg.presence_penalty,
+        stop=tuple(stop),
+        seed=seed,
+    )
+
+
+def filter_instances(instances: list[Instance], cap: int) -> tuple[list[Instance], str | None]:
+    """The paper's instance filters. Returns the kept instances, or a reason to drop the task."""
+    outputs_by_input: dict[str, set[str]] = {}
+    kept: list[Instance] = []
+    seen: set[tuple[str, str]] = set()
+    for inst in instances:
+        if not inst.output.strip():
+            continue  # empty output
+        if inst.input.strip() and inst.input.strip() == inst.output.strip():
+            continue  # the input is the output
+        key = (inst.input.strip(), inst.output.strip())
+        if key in seen:
+            continue  # exact duplicate
+        seen.add(key)
+        outputs_by_input.setdefault(key[0], set()).add(key[1])
+        kept.append(inst)
+    if any(len(outs) > 1 for inp, outs in outputs_by_input.items() if inp):
+        return [], "same_input_different_outputs"
+    if not kept:
+        return [], "no_valid_instances"
+    return kept[:cap], None
+
+
+class Generator:
+    """Runs the loop for one config against one backend and run directory."""
+
+    def __init__(
+        self,
+        cfg: GenerateConfig,
+        backend: Backend,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.backend = backend
+        self.on_progress = on_progress
+        self.templates = Templates.load(cfg.prompts_dir)
+        self.seeds = read_tasks(cfg.seed_tasks)
+        if not self.seeds:
+            raise SelfInstructError(f"{cfg.seed_tasks}: no seed tasks; give a file with tasks")
+        self.rules = RuleFilter(cfg.rules)
+        self.store = RunStore(cfg.run_dir)
+        self.chat = backend.chat
+        # Few-shot examples for the classification and instance stages come from the seeds.
+        rng = random.Random(f"{cfg.seed}:examples")
+        cls = [t for t in self.seeds if t.is_classification]
+        other = [t for t in self.seeds if t.is_classification is False]
+        half = cfg.classification_examples // 2
+        self.cls_examples = rng.sample(cls, min(half, len(cls))) + rng.sample(
+            other, min(cfg.classification_examples - half, len(other))
+        )
+        rng.shuffle(self.cls_examples)
+        self.cls_instance_examples = [t for t in cls if t.instances][: cfg.instance_examples]
+        self.other_instance_examples = [t for t in other if any(i.input for i in t.instances)]
+        self.other_instance_examples = (
+            self.other_instance_examples[: cfg.instance_examples - 1]
+            + [t for t in other if not any(i.input for i in t.instances)][:1]
+        )
+
+    # -- bookkeeping --------------------------------------------------------------------
+
+    def _usage(self) -> tuple[int, int, int]:
+        entries = self.store.journal.values()
+        return (
+            len(self.store.journal),
+            sum(e.prompt_tokens for e in entries),
+            sum(e.completion_tokens for e in entries),
+        )
+
+    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        price = self.cfg.prices.get(self.backend.model)
+        if price is None:
+            return None
+        return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6
+
+    def _budget_left(self) -> bool:
+        requests, prompt, completion = self._usage()
+        cfg = self.cfg
+        if cfg.max_requests is not None and requests >= cfg.max_requests:
+            return False
+        if cfg.max_tokens_total is not None and prompt + completion >= cfg.max_tokens_total:
+            return False
+        cost = self._cost(prompt, completion)
+        return not (cfg.max_cost is not None and cost is not None and cost >= cfg.max_cost)
+
+    def _call(
+        self, stage: str, ids: list[str], prompts: list[Prompt], params: SamplingParams
+    ) -> list[Completion | None]:
+        """Completions for `prompts`, from the journal when already answered; None if not sent."""
+        out: list[Completion | None] = [None] * len(ids)
+        todo = []
+        for k, rid in enumerate(ids):
+            entry = self.store.journal.get(rid)
+            if entry is not None:
+                out[k] = Completion(text=entry.text, finish_reason=entry.finish_reason)  # type: ignore[arg-type]
+            else:
+                todo.append(k)
+        if todo and self._budget_left():
+            cap = self.cfg.max_requests
+            if cap is not None:
+                todo = todo[: max(0, cap - len(self.store.journal))]
+            fresh = self.backend.generate([prompts[k] for k in todo], params)
+            for k, completion in zip(todo, fresh, strict=True):
+                if completion.finish_reason == "error":
+                    continue  # failed after retries: the item goes back to the queue
+                self.store.record_response(
+                    JournalEntry(
+                        id=ids[k],
+                        stage=stage,
+                        text=completion.text,
+                        finish_reason=completion.finish_reason,
+                        prompt_tokens=completion.usage.prompt_tokens,
+                        completion_tokens=completion.usage.completion_tokens,
+                    )
+                )
+                out[k] = completion
+        return out
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def run(self) -> GenerateSummary:
+        started = time.perf_counter()
+        with self.store:
+            self._check_resume()
+            accepted = self.store.tasks()
+            rejected_so_far = self.store.rejected()
+            rejected_counts = Counter(r.reason for r in rejected_so_far)
+            index = self._build_index(accepted, rejected_so_far)
+            pending = (
+                [_Candidate(**p) for p in self.store.rounds[-1].pending]
+                if self.store.rounds
+                else []
+            )
+            round_no = len(self.store.rounds)
+            streak = 0
+            for marker in reversed(self.store.rounds):
+                if marker.accepted:
+                    break
+                streak += 1
+            status, message = DONE, ""
+            self._write_manifest("running", accepted, rejected_counts)
+            while True:
+                if len(accepted) >= self.cfg.target_tasks:
+                    status = DONE
+                    message = f"reached the target of {self.cfg.target_tasks} tasks"
+                    break
+                if not self._budget_left():
+                    status, message = (
+                        BUDGET,
+                        "stopped at the budget; raise it and run the "
+                        "same command again to continue",
+                    )
+                    break
+                if streak >= self.cfg.no_progress_rounds:
+                    common = ", ".join(f"{k} ({v})" for k, v in rejected_counts.most_common(3))
+                    status = STALLED
+                    message = (
+                        f"{streak} rounds in a row accepted nothing; most rejected: "
+                        f"{common or 'nothing was parsed'}"
+                    )
+                    break
+                new_tasks, new_rejected, pending = self._round(round_no, accepted, index, pending)
+                accepted_before = len(accepted)
+                accepted.extend(new_tasks)
+                rejected_counts.update(r.reason for r in new_rejected)
+                self.store.commit_round(
+                    round_no, new_tasks, new_rejected, [p.to_pending() for p in pending]
+                )
+                streak = 0 if len(accepted) > accepted_before else streak + 1
+                round_no += 1
+                self._write_manifest("running", accepted, rejected_counts)
+                self._report(accepted, round_no, rejected_counts, started)
+            self._write_manifest(status, accepted, rejected_counts, message)
+            requests, prompt, completion = self._usage()
+            return GenerateSummary(
+                status=status,
+                message=message,
+                run_dir=str(self.cfg.run_dir),
+                accepted=len(accepted),
+                target=self.cfg.target_tasks,
+                rounds=round_no,
+                requests=requests,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                cost_usd=self._cost(prompt, completion),
+                rejected=dict(rejected_counts),
+                seconds=round(time.perf_counter() - started, 3),
+            )
+
+    def _check_resume(self) -> None:
+        manifest = self.store.manifest()
+        if manifest is None:
+            return
+        before = manifest.get("resume_key", {})
+        now = self.cfg.resume_key()
+        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        if changed:
+            raise SelfInstructError(
+                f"{self.cfg.run_dir} was started with different settings ({', '.join(changed)}); "
+                "use the same settings to resume, or another --run-dir for a new run"
+            )
+
+    def _build_index(self, accepted: list[Task], rejected: list[Rejected]) -> RougeLIndex:
+        texts = [t.instruction for t in self.seeds]
+        index = RougeLIndex(
+            self.cfg.threshold, self.cfg.tokenizer, document_frequencies(texts, self.cfg.tokenizer)
+        )
+        for text in texts:
+            index.add(text)
+        # Everything that passed the novelty filter is in the pool, as in the paper's code.
+        for task in accepted:
+            index.add(task.instruction)
+        for rej in rejected:
+            if rej.stage in {"classification", "instances"}:
+                index.add(rej.text)
+        if self.store.rounds:
+            for pending in self.store.rounds[-1].pending:
+                index.add(pending["instruction"])
+        return index
+
+    def _round(
+        self,
+        round_no: int,
+        accepted: list[Task],
+        index: RougeLIndex,
+        pending: list[_Candidate],
+    ) -> tuple[list[Task], list[Rejected], list[_Candidate]]:
+        cfg = self.cfg
+        rng = random.Random(f"{cfg.seed}:{round_no}")
+        rejected: list[Rejected] = []
+        prompts, ids = [], []
+        for p in range(cfg.prompts_per_round):
+            machine = rng.sample(accepted, min(cfg.machine_examples, len(accepted)))
+            humans = rng.sample(
+                self.seeds,
+                min(cfg.human_examples + cfg.machine_examples - len(machine), len(self.seeds)),
+            )
+            examples = [t.instruction for t in humans + machine]
+            rng.shuffle(examples)
+            prompts.append(
+                render_instructions(self.templates, examples, self.chat, cfg.max_new_per_prompt)
+            )
+            ids.append(f"{round_no}:instructions:{p}")
+        shown = min(cfg.human_examples + cfg.machine_examples, len(self.seeds))
+        stop = () if self.chat else (f"\n{shown + cfg.max_new_per_prompt + 1}.",)
+        params = _params(cfg.instruction_sampling, stop, seed=cfg.seed + round_no)
+        candidates = list(pending)
+        for rid, completion in zip(
+            ids, self._call("instructions", ids, prompts, params), strict=True
+        ):
+            if completion is None:
+                continue
+            parsed = parse_instructions(
+                completion.text, completion.finish_reason == "length", continues_list=not self.chat
+            )
+            for reason, raw in parsed.dropped:
+                rejected.append(Rejected(stage="parse", reason=reason, text=raw, id=rid))
+            for text in parsed.instructions:
+                hit = self.rules.check(text)
+                if hit is not None:
+                    rejected.append(
+                        Rejected(
+                            stage="rules", reason=hit.reason, text=text, detail=hit.detail, id=rid
+                        )
+                    )
+                    continue
+                scores = index.scores(text)  # exhaustive, for the provenance fields
+                top = scores.argsort(kind="stable")[::-1][:10]
+                match = index.add_if_novel(text)
+                if match is not None:
+                    rejected.append(
+                        Rejected(
+                            stage="novelty",
+                            reason="rouge_l",
+                            text=text,
+                            id=rid,
+                            detail={"most_similar": match.text, "score": match.score},
+                        )
+                    )
+                    continue
+                candidates.append(
+                    _Candidate(
+                        instruction=text,
+                        request_id=rid,
+                        most_similar={index.texts[i]: float(scores[i]) for i in top.tolist()},
+                        avg_similarity=float(scores.mean()) if len(scores) else None,
+                    )
+                )
+        tasks, more_rejected, still_pending = self._instances(round_no, candidates)
+        return tasks, rejected + more_rejected, still_pending
+
+    def _instances(
+        self, round_no: int, candidates: list[_Candidate]
+    ) -> tuple[list[Task], list[Rejected], list[_Candidate]]:
+        cfg = self.cfg
+        pending: list[_Candidate] = []
+        rejected: list[Rejected] = []
+        todo = [c for c in candidates if c.is_classification is None]
+        ids = [f"{round_no}:classification:{k}" for k in range(len(todo))]
+        prompts = [
+            render_is_classification(self.templates, self.cls_examples, c.instruction, self.chat)
+            for c in todo
+        ]
+        params = SamplingParams(
+            temperature=0.0, top_p=1.0, max_tokens=3, stop=() if self.chat else ("\n",)
+        )
+        for cand, completion in zip(
+            todo, self._call("classification", ids, prompts, params), strict=True
+        ):
+            if completion is None:
+                pending.append(cand)
+                continue
+            verdict = parse_is_classification(completion.text)
+            # Unparseable counts as "not classification"; the task records that it was unclear.
+            cand.is_classification = bool(verdict)
+        waiting = {id(c) for c in pending}
+        ready = [c for c in candidates if id(c) not in waiting]
+        ids = [f"{round_no}:instances:{k}" for k in range(len(ready))]
+        prompts = []
+        for cand in ready:
+            examples = (
+                self.cls_instance_examples
+                if cand.is_classification
+                else self.other_instance_examples
+            )
+            prompts.append(
+                render_instances(
+                    self.templates,
+                    examples,
+                    cand.instruction,
+                    bool(cand.is_classification),
+                    self.chat,
+                )
+            )
+        params = _params(cfg.instance_sampling, () if self.chat else ("\nTask:", "Task:"))
+        tasks: list[Task] = []
+        for k, (cand, completion) in enumerate(
+            zip(ready, self._call("instances", ids, prompts, params), strict=True)
+        ):
+            if completion is None:
+                pending.append(cand)
+                continue
+            found = parse_instances(
+                completion.text, bool(cand.is_classification), completion.finish_reason == "length"
+            )
+            kept, reason = filter_instances(found, cfg.max_instances)
+            if reason is not None:
+                rejected.append(
+                    Rejected(
+                        stage="instances",
+                        reason=reason,
+                        text=cand.instruction,
+                        id=ids[k],
+                        detail={"raw": completion.text[:2000]},
+                    )
+                )
+                continue
+            tasks.append(
+                Task(
+                    id=f"machine_{round_no}_{k}",
+                    instruction=cand.instruction,
+                    instances=kept,
+                    is_classification=cand.is_classification,
+                    source="machine",
+                    round=round_no,
+                    request_id=cand.request_id,
+                    most_similar=cand.most_similar,
+                    avg_similarity_score=cand.avg_similarity,
+                    model=self.backend.model,
+                )
+            )
+        return tasks, rejected, pending
+
+    def _write_manifest(
+        self, status: str, accepted: list[Task], rejected: Counter[str], message: str = ""
+    ) -> None:
+        requests, prompt, completion = self._usage()
+        cost = self._cost(prompt, completion)
+        self.store.write_usage(
+            {
+                "requests": requests,
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "estimated_cost_usd": cost,
+                "model": self.backend.model,
+            }
+        )
+        seeds_bytes = self.cfg.seed_tasks.read_bytes()
+        self.store.write_manifest(
+            {
+                "status": status,
+                "message": message,
+                "package_version": __version__,
+                "backend": self.backend.name,
+                "model": self.backend.model,
+                "seed_file_sha256": hashlib.sha256(seeds_bytes).hexdigest(),
+                "config": self.cfg.model_dump(mode="json"),
+                "resume_key": self.cfg.resume_key(),
+                "counts": {
+                    "accepted": len(accepted),
+                    "rounds": len(self.store.rounds),
+                    "rejected": dict(rejected),
+                    "requests": requests,
+                },
+            }
+        )
+
+    def _report(
+        self, accepted: list[Task], round_no: int, rejected: Counter[str], started: float
+    ) -> None:
+        if self.on_progress is None:
+            return
+        requests, prompt, completion = self._usage()
+        self.on_progress(
+            Progress(
+                accepted=len(accepted),
+                target=self.cfg.target_tasks,
+                round=round_no,
+                requests=requests,
+                tokens=prompt + completion,
+                rejected=rejected,
+                started=started,
+            )
+        )
+
+
+def run_generate(
+    cfg: GenerateConfig,
+    backend: Backend | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> GenerateSummary:
+    """Run (or resume) the loop; builds the configured backend unless one is given."""
+    from selfinstruct.backends import make_backend
+
+    own = backend is None
+    backend = backend or make_backend(cfg)
+    try:
+        return Generator(cfg, backend, on_progress).run()
+    finally:
+        if own:
+            backend.close()

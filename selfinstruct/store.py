@@ -1,0 +1,226 @@
+"""The run directory: append-only JSONL, a request journal, round markers, manifest and lock.
+
+Layout of `outputs/<run>/`:
+
+- `tasks.jsonl`, `rejected.jsonl`: accepted tasks and every dropped item, one JSON per line.
+- `requests.jsonl`: every model response, written (and flushed) the moment it arrives, keyed by
+  a deterministic request id. On resume the interrupted round is replayed with the same random
+  state, and responses already in the journal are reused instead of requested again: nothing
+  paid for is lost and nothing is asked twice.
+- `rounds.jsonl`: one marker per finished round, written after that round's tasks and rejects,
+  with the byte size of both files at that point. On resume both files are cut back to the last
+  marker, which removes a partly written round (and any torn last line) before it is replayed.
+- `manifest.json` (config snapshot, never secrets; status; counts) and `usage.json`, written
+  atomically (temp file + rename).
+- `lock`: held with flock while a process writes the run; the kernel releases it if the
+  process dies, so a crash never leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from selfinstruct.errors import SelfInstructError
+from selfinstruct.records import Rejected, Task, dump_line
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+
+class RoundMarker(BaseModel):
+    round: int
+    tasks_bytes: int
+    rejected_bytes: int
+    accepted: int  # tasks accepted in this round
+    pending: list[dict[str, Any]] = Field(default_factory=list)  # carried to the next round
+
+
+class JournalEntry(BaseModel):
+    id: str
+    stage: str
+    text: str
+    finish_reason: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class RunLockedError(SelfInstructError):
+    exit_code = 4
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, ensure_ascii=False)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)
+
+
+def _read_jsonl_prefix(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The records of a JSONL file up to its first unreadable line, and their byte size."""
+    if not path.exists():
+        return [], 0
+    records, good = [], 0
+    with path.open("rb") as fh:
+        for line in fh:
+            if not line.endswith(b"\n"):
+                break  # torn last line: the process died while writing it
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                break
+            good += len(line)
+    return records, good
+
+
+class RunStore:
+    """One run directory, opened for writing by at most one process at a time."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tasks_path = path / "tasks.jsonl"
+        self.rejected_path = path / "rejected.jsonl"
+        self.journal_path = path / "requests.jsonl"
+        self.rounds_path = path / "rounds.jsonl"
+        self.manifest_path = path / "manifest.json"
+        self.usage_path = path / "usage.json"
+        self._lock_fh: Any = None
+        self._files: dict[str, Any] = {}
+        self.journal: dict[str, JournalEntry] = {}
+        self.rounds: list[RoundMarker] = []
+
+    # -- opening ------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Lock the run, repair what a crash may have left, and load the journal and rounds."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SelfInstructError(
+                f"{self.path}: cannot create the run directory ({exc})"
+            ) from None
+        self._lock()
+        markers, size = _read_jsonl_prefix(self.rounds_path)
+        self.rounds = [RoundMarker.model_validate(m) for m in markers]
+        self._truncate(self.rounds_path, size)
+        last = self.rounds[-1] if self.rounds else None
+        self._truncate(self.tasks_path, last.tasks_bytes if last else 0)
+        self._truncate(self.rejected_path, last.rejected_bytes if last else 0)
+        entries, size = _read_jsonl_prefix(self.journal_path)
+        self._truncate(self.journal_path, size)
+        self.journal = {e["id"]: JournalEntry.model_validate(e) for e in entries}
+        for name, path in (
+            ("tasks", self.tasks_path),
+            ("rejected", self.rejected_path),
+            ("journal", self.journal_path),
+            ("rounds", self.rounds_path),
+        ):
+            self._files[name] = path.open("a", encoding="utf-8")
+
+    def _lock(self) -> None:
+        lock_path = self.path / "lock"
+        self._lock_fh = lock_path.open("a+", encoding="utf-8")
+        if fcntl is not None:
+            try:
+                fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._lock_fh.seek(0)
+                holder = self._lock_fh.read().strip() or "another process"
+                self._lock_fh.close()
+                raise RunLockedError(
+                    f"{self.path} is being written by {holder}; wait for it to finish or use "
+                    "another --run-dir"
+                ) from None
+        self._lock_fh.seek(0)
+        self._lock_fh.truncate()
+        self._lock_fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        self._lock_fh.flush()
+
+    @staticmethod
+    def _truncate(path: Path, size: int) -> None:
+        if path.exists() and path.stat().st_size != size:
+            with path.open("r+b") as fh:
+                fh.truncate(size)
+
+    def close(self) -> None:
+        for fh in self._files.values():
+            fh.close()
+        self._files.clear()
+        if self._lock_fh is not None:
+            if fcntl is not None:
+                fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_UN)
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    def __enter__(self) -> RunStore:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading back -------------------------------------------------------------------
+
+    def tasks(self) -> list[Task]:
+        records, _ = _read_jsonl_prefix(self.tasks_path)
+        return [Task.model_validate(r) for r in records]
+
+    def rejected(self) -> list[Rejected]:
+        records, _ = _read_jsonl_prefix(self.rejected_path)
+        return [Rejected.model_validate(r) for r in records]
+
+    def manifest(self) -> dict[str, Any] | None:
+        if not self.manifest_path.exists():
+            return None
+        return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+
+    # -- writing ------------------------------------------------------------------------
+
+    def record_response(self, entry: JournalEntry) -> None:
+        """Journal a model response at once: it is the expensive thing to lose."""
+        fh = self._files["journal"]
+        fh.write(entry.model_dump_json() + "\n")
+        fh.flush()
+        self.journal[entry.id] = entry
+
+    def commit_round(
+        self,
+        round_no: int,
+        tasks: list[Task],
+        rejected: list[Rejected],
+        pending: list[dict[str, Any]],
+    ) -> None:
+        """Append a round's results, make them durable, then mark the round finished."""
+        for name, records in (("tasks", tasks), ("rejected", rejected)):
+            fh = self._files[name]
+            fh.writelines(dump_line(r) for r in records)
+            fh.flush()
+            os.fsync(fh.fileno())
+        marker = RoundMarker(
+            round=round_no,
+            tasks_bytes=self.tasks_path.stat().st_size,
+            rejected_bytes=self.rejected_path.stat().st_size,
+            accepted=len(tasks),
+            pending=pending,
+        )
+        fh = self._files["rounds"]
+        fh.write(marker.model_dump_json() + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+        self.rounds.append(marker)
+
+    def write_manifest(self, data: dict[str, Any]) -> None:
+        write_json_atomic(self.manifest_path, data)
+
+    def write_usage(self, data: dict[str, Any]) -> None:
+        write_json_atomic(self.usage_path, data)

@@ -1,0 +1,209 @@
+"""The bootstrapping loop with the scripted backend: every stage, stop rule and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+from selfinstruct.backends.base import Completion
+from selfinstruct.backends.scripted import ScriptedBackend, canned_reply
+from selfinstruct.config import GenerateConfig
+from selfinstruct.errors import SelfInstructError
+from selfinstruct.generate import filter_instances, run_generate
+from selfinstruct.records import Instance, Task
+from selfinstruct.store import RunLockedError, RunStore
+
+
+def config(tmp_path: Path, **overrides) -> GenerateConfig:
+    base = {
+        "run_dir": tmp_path / "run",
+        "backend": "scripted",
+        "target_tasks": 12,
+        "prompts_per_round": 2,
+    }
+    return GenerateConfig.model_validate({**base, **overrides})
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_prompt_assembly_mixes_seed_and_machine_tasks(tmp_path: Path) -> None:
+    backend = ScriptedBackend()
+    summary = run_generate(config(tmp_path, target_tasks=20), backend)
+    assert summary.status == "done" and summary.accepted >= 20
+    seeds = {json.loads(x)["instruction"] for x in (REPO / "seed_tasks/seed_tasks.jsonl").open()}
+    machine = {t["instruction"] for t in read(tmp_path / "run" / "tasks.jsonl")}
+    instruction_prompts = [p for p, _ in backend.calls if "Come up with a series" in p]
+    for k, prompt in enumerate(instruction_prompts):
+        shown = re.findall(r"(?m)^\d+\. (.+)$", prompt)
+        assert len(shown) == 8 and prompt.endswith("9.\n")
+        from_machine = sum(s in machine for s in shown)
+        assert from_machine == (0 if k < 2 else 2)  # round 0 has no machine tasks yet
+        assert sum(s in seeds for s in shown) == 8 - from_machine
+    first = read(tmp_path / "run" / "tasks.jsonl")[0]
+    assert first["source"] == "machine" and first["round"] == 0 and first["instances"]
+    assert len(first["most_similar"]) == 10 and first["avg_similarity_score"] > 0
+    assert first["request_id"] == "0:instructions:0"
+
+
+def test_every_filter_and_routing(tmp_path: Path) -> None:
+    seed = json.loads((REPO / "seed_tasks/seed_tasks.jsonl").open().readline())["instruction"]
+    listing = (
+        f" {seed}\n"  # a copy of a seed: ROUGE-L
+        "10. Draw a picture of a cat sitting on a fence.\n"  # keyword
+        "11. Write a program that lists primes.\n"  # banned prefix
+        "12. Classify the review as positive or negative.\n"  # classification
+        "13. Give two tips for keeping houseplants alive.\n"  # input-first, bad instances
+        "14. Suggest a weekend plan for a rainy day in town.\n"  # input-first, good
+        "15. Name a"  # truncated
+    )
+    replies = [
+        Completion(text=listing, finish_reason="length"),
+        Completion(text="Sure! Here you go:\n", finish_reason="stop"),
+    ]
+
+    def rule(text: str) -> str | None:
+        if "Is it classification?" in text[-200:]:
+            return " Yes" if "Classify the review" in text[-200:] else " It depends"
+        if text.rstrip().endswith("Task: Give two tips for keeping houseplants alive."):
+            return "\nInput: same\nOutput: one\n\nInput: same\nOutput: two\n"
+        return None
+
+    backend = ScriptedBackend(replies, rules=[rule])
+    run_generate(config(tmp_path, target_tasks=2, prompts_per_round=2), backend)
+    rejected = read(tmp_path / "run" / "rejected.jsonl")
+    reasons = {(r["stage"], r["reason"]) for r in rejected}
+    assert {
+        ("novelty", "rouge_l"),
+        ("rules", "keyword"),
+        ("rules", "banned_prefix"),
+        ("parse", "truncated"),
+        ("parse", "chatter"),
+        ("instances", "same_input_different_outputs"),
+    } <= reasons
+    tasks = {t["instruction"]: t for t in read(tmp_path / "run" / "tasks.jsonl")}
+    review = tasks["Classify the review as positive or negative."]
+    assert review["is_classification"] is True and review["instances"][0]["output"] == "Positive"
+    weekend = tasks["Suggest a weekend plan for a rainy day in town."]
+    assert weekend["is_classification"] is False  # "It depends" counts as not classification
+    prompts = {p.rstrip().rsplit("Task: ", 1)[-1]: p for p, _ in backend.calls}
+    assert "Class label:" in prompts["Classify the review as positive or negative."]
+    assert "Output:" in prompts["Suggest a weekend plan for a rainy day in town."]
+
+
+def test_instance_filters() -> None:
+    kept, reason = filter_instances(
+        [
+            Instance(input="a", output="a"),
+            Instance(output=""),
+            Instance(input="x", output="1"),
+            Instance(input="x", output="1"),
+        ],
+        cap=5,
+    )
+    assert reason is None and kept == [Instance(input="x", output="1")]
+    assert (
+        filter_instances([Instance(input="x", output="1"), Instance(input="x", output="2")], 5)[1]
+        == "same_input_different_outputs"
+    )
+    assert filter_instances([Instance(output=" ")], 5)[1] == "no_valid_instances"
+    many = [Instance(input=str(i), output=f"o{i}") for i in range(9)]
+    assert len(filter_instances(many, 5)[0]) == 5
+
+
+def test_no_progress_stops_with_a_reason(tmp_path: Path) -> None:
+    backend = ScriptedBackend(rules=[lambda text: " Draw a map of the city.\n"], canned=False)
+    summary = run_generate(config(tmp_path, no_progress_rounds=3), backend)
+    assert summary.status == "stalled" and summary.rounds == 3
+    assert "3 rounds in a row" in summary.message and "keyword" in summary.message
+
+
+def test_budget_stops_and_resume_continues(tmp_path: Path) -> None:
+    summary = run_generate(config(tmp_path, target_tasks=40, max_requests=7))
+    assert summary.status == "budget" and summary.requests == 7
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["status"] == "budget"
+    summary = run_generate(config(tmp_path, target_tasks=40))
+    assert summary.status == "done" and summary.accepted >= 40
+
+
+def test_failed_requests_go_back_to_the_queue(tmp_path: Path) -> None:
+    failures = {"left": 3}
+
+    def flaky(text: str) -> Completion | None:
+        if "Is it classification?" in text[-300:] and failures["left"]:
+            failures["left"] -= 1
+            return Completion(text="", finish_reason="error", error="HTTP 503")
+        return None
+
+    summary = run_generate(config(tmp_path, target_tasks=10), ScriptedBackend(rules=[flaky]))
+    assert summary.status == "done"
+    rounds = read(tmp_path / "run" / "rounds.jsonl")
+    assert len(rounds[0]["pending"]) == 3  # carried over, not dropped
+    carried = {p["instruction"] for p in rounds[0]["pending"]}
+    accepted = {t["instruction"] for t in read(tmp_path / "run" / "tasks.jsonl")}
+    rejected = {r["text"] for r in read(tmp_path / "run" / "rejected.jsonl")}
+    assert carried <= accepted | rejected
+
+
+def test_lock_and_changed_settings(tmp_path: Path) -> None:
+    cfg = config(tmp_path)
+    with RunStore(cfg.run_dir), pytest.raises(RunLockedError, match="being written by pid"):
+        run_generate(cfg)
+    run_generate(cfg)
+    with pytest.raises(SelfInstructError, match=r"different settings.*seed"):
+        run_generate(config(tmp_path, seed=5))
+
+
+def _uninterrupted(tmp_path: Path, target: int) -> list[dict]:
+    run_generate(config(tmp_path / "ref", target_tasks=target, prompts_per_round=3))
+    return read(tmp_path / "ref" / "run" / "tasks.jsonl")
+
+
+@pytest.mark.parametrize("kills", [6])
+def test_resume_after_kill_equals_uninterrupted(tmp_path: Path, kills: int) -> None:
+    target = 150
+    expected = _uninterrupted(tmp_path, target)
+    run_dir = tmp_path / "killed"
+    cmd = [
+        sys.executable,
+        "-m",
+        "selfinstruct.cli",
+        "generate",
+        "--dry-run",
+        "-q",
+        "--run-dir",
+        str(run_dir),
+        "-n",
+        str(target),
+        "--prompts-per-round",
+        "3",
+    ]
+    rng = random.Random(11)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for _ in range(kills):
+        proc = subprocess.Popen(cmd, env=env)
+        time.sleep(rng.uniform(0.3, 1.2))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = subprocess.run(cmd, env=env)
+    assert done.returncode == 0
+    assert read(run_dir / "tasks.jsonl") == expected
+    ids = [r["id"] for r in read(run_dir / "requests.jsonl")]
+    assert len(ids) == len(set(ids))  # no request asked twice
+
+
+def test_canned_replies_are_a_function_of_the_prompt() -> None:
+    assert canned_reply("x\n9.") == canned_reply("x\n9.")
+    task = Task(id="t", instruction="i")
+    assert task.source == "seed"
