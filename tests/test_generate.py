@@ -207,3 +207,26 @@ def test_canned_replies_are_a_function_of_the_prompt() -> None:
     assert canned_reply("x\n9.") == canned_reply("x\n9.")
     task = Task(id="t", instruction="i")
     assert task.source == "seed"
+
+
+def test_cli_dry_run_exit_codes_and_config(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from selfinstruct.cli import app
+
+    runner = CliRunner()
+    run_dir = tmp_path / "cli"
+    result = runner.invoke(app, ["generate", "--dry-run", "--run-dir", str(run_dir), "-n", "5"])
+    assert result.exit_code == 0, result.output
+    assert "accepted tasks" in result.output and "round 1" in result.output
+    config_file = tmp_path / "gen.toml"
+    config_file.write_text('backend = "scripted"\ntarget_tasks = 400\nmax_requests = 3\n')
+    result = runner.invoke(
+        app, ["generate", "-c", str(config_file), "--run-dir", str(tmp_path / "budget"), "-q"]
+    )
+    assert result.exit_code == 5 and result.output == ""
+    result = runner.invoke(app, ["generate", "--dry-run", "--run-dir", str(run_dir), "--seed", "9"])
+    assert result.exit_code == 2 and "different settings" in result.output
+    config_file.write_text("prompts_per_rond = 3\n")
+    result = runner.invoke(app, ["generate", "-c", str(config_file)])
+    assert result.exit_code == 2 and "'prompts_per_rond': unknown option" in result.output

@@ -1,0 +1,159 @@
+"""A real OpenAI-compatible HTTP server on 127.0.0.1 for tests, with scriptable faults."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from selfinstruct.backends.scripted import canned_reply
+
+# An action: ("ok", text) | ("ok", text, finish_reason) | ("status", code, {headers})
+# | ("sleep", seconds) then continue with the next action | ("malformed",) | ("empty",)
+# | ("reset",)
+Action = tuple[Any, ...]
+
+
+def prompt_text(body: dict[str, Any]) -> str:
+    if "messages" in body:
+        return "\n".join(m["content"] for m in body["messages"])
+    return body["prompt"]
+
+
+class FakeOpenAI:
+    def __init__(
+        self, brain: Callable[[dict[str, Any], int], list[Action]] | None = None, delay: float = 0.0
+    ) -> None:
+        self.brain = brain or (lambda body, n: [("ok", canned_reply(prompt_text(body)))])
+        self.delay = delay
+        self.bodies: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.max_in_flight = 0
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+                length = int(self.headers.get("content-length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with fake.lock:
+                    fake.bodies.append(body)
+                    n = len(fake.bodies)
+                    fake.in_flight += 1
+                    fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+                try:
+                    if fake.delay:
+                        time.sleep(fake.delay)
+                    fake.respond(self, body, fake.brain(body, n))
+                finally:
+                    with fake.lock:
+                        fake.in_flight -= 1
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def __enter__(self) -> FakeOpenAI:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def respond(
+        self, handler: BaseHTTPRequestHandler, body: dict[str, Any], actions: list[Action]
+    ) -> None:
+        for action in actions:
+            kind = action[0]
+            if kind == "sleep":
+                time.sleep(action[1])
+                continue
+            if kind == "reset":
+                handler.close_connection = True
+                handler.connection.shutdown(2)
+                return
+            if kind == "status":
+                payload = json.dumps({"error": {"message": f"status {action[1]}"}}).encode()
+                self._send(handler, action[1], payload, action[2] if len(action) > 2 else {})
+                return
+            if kind == "malformed":
+                self._send(handler, 200, b'{"id": "x", "choices": [ {"text": ')
+                return
+            if kind == "empty":
+                self._send(
+                    handler,
+                    200,
+                    json.dumps(
+                        {
+                            "id": "x",
+                            "object": "text_completion",
+                            "created": 0,
+                            "model": "m",
+                            "choices": [],
+                        }
+                    ).encode(),
+                )
+                return
+            text = action[1]
+            finish = action[2] if len(action) > 2 else "stop"
+            usage = {
+                "prompt_tokens": len(prompt_text(body).split()),
+                "completion_tokens": len(text.split()),
+                "total_tokens": 0,
+            }
+            if "messages" in body:
+                data = {
+                    "id": "c",
+                    "object": "chat.completion",
+                    "created": 0,
+                    "model": body["model"],
+                    "usage": usage,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": finish,
+                            "message": {"role": "assistant", "content": text},
+                        }
+                    ],
+                }
+            else:
+                data = {
+                    "id": "c",
+                    "object": "text_completion",
+                    "created": 0,
+                    "model": body["model"],
+                    "usage": usage,
+                    "choices": [
+                        {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+                    ],
+                }
+            self._send(handler, 200, json.dumps(data).encode())
+            return
+
+    @staticmethod
+    def _send(
+        handler: BaseHTTPRequestHandler,
+        code: int,
+        payload: bytes,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        handler.send_response(code)
+        handler.send_header("content-type", "application/json")
+        handler.send_header("content-length", str(len(payload)))
+        for key, value in (headers or {}).items():
+            handler.send_header(key, value)
+        handler.end_headers()
+        handler.wfile.write(payload)
