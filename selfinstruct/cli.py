@@ -100,6 +100,12 @@ def generate(
     ] = None,
     concurrency: Annotated[int | None, typer.Option(help="openai: requests in flight")] = None,
     device: Annotated[str | None, typer.Option(help="local: cpu, cuda, ...")] = None,
+    instruction_max_tokens: Annotated[
+        int | None, typer.Option(help="Tokens per instruction list (default: 1024)")
+    ] = None,
+    instance_max_tokens: Annotated[
+        int | None, typer.Option(help="Tokens per instance completion (default: 350)")
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Use the scripted backend: no model, canned replies")
     ] = False,
@@ -128,6 +134,8 @@ def generate(
         "max_cost": max_cost,
         "concurrency": concurrency,
         "device": device,
+        "instruction_sampling": _only_given(max_tokens=instruction_max_tokens),
+        "instance_sampling": _only_given(max_tokens=instance_max_tokens),
     }
     try:
         cfg = build_config(GenerateConfig, config, flags)
@@ -140,6 +148,11 @@ def generate(
     if not quiet:
         _print_generate_summary(summary)
     raise typer.Exit(STATUS_EXIT.get(summary.status, 0))
+
+
+def _only_given(**values: Any) -> dict[str, Any] | None:
+    given = {k: v for k, v in values.items() if v is not None}
+    return given or None
 
 
 def _run_with_display(fn: Any, cfg: Any, quiet: bool) -> Any:

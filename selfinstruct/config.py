@@ -138,6 +138,24 @@ class SamplingConfig(BaseModel):
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
 
 
+class InstructionSampling(SamplingConfig):
+    """Paper: temperature 0.7, top_p 0.5, presence penalty 2, up to 1024 tokens."""
+
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.5, gt=0.0, le=1.0)
+    max_tokens: int = Field(1024, ge=1)
+    presence_penalty: float = Field(2.0, ge=-2.0, le=2.0)
+
+
+class InstanceSampling(SamplingConfig):
+    """Paper: greedy decoding, presence penalty 1.5, about 300 tokens."""
+
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_tokens: int = Field(350, ge=1)
+    presence_penalty: float = Field(1.5, ge=-2.0, le=2.0)
+
+
 class GenerateConfig(BaseModel):
     """`selfinstruct generate`: the Self-Instruct bootstrapping loop."""
 
@@ -181,18 +199,8 @@ class GenerateConfig(BaseModel):
     max_new_per_prompt: int = Field(
         8, ge=1, description="paper: stop at the 16th item (8 shown + 8 new)"
     )
-    instruction_sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(
-            temperature=0.7, top_p=0.5, max_tokens=1024, presence_penalty=2.0
-        ),
-        description="paper: temperature 0.7, top_p 0.5, presence penalty 2",
-    )
-    instance_sampling: SamplingConfig = Field(
-        default_factory=lambda: SamplingConfig(
-            temperature=0.0, top_p=1.0, max_tokens=350, presence_penalty=1.5
-        ),
-        description="paper: greedy, presence penalty 1.5, 300-350 tokens",
-    )
+    instruction_sampling: InstructionSampling = Field(default_factory=InstructionSampling)
+    instance_sampling: InstanceSampling = Field(default_factory=InstanceSampling)
     classification_examples: int = Field(12, ge=2, description="few-shot yes/no examples")
     instance_examples: int = Field(3, ge=1, description="few-shot tasks in instance prompts")
     max_instances: int = Field(5, ge=1, description="paper: at most 5 instances per task")

@@ -95,16 +95,17 @@ class _Candidate:
 def _params(
     cfg: SamplingConfig,
     stop: Sequence[str] = (),
-    max_tokens: int | None = None,
     seed: int | None = None,
+    ignore_eos: bool = False,
 ) -> SamplingParams:
     return SamplingParams(
         temperature=cfg.temperature,
         top_p=cfg.top_p,
-        max_tokens=max_tokens or cfg.max_tokens,
+        max_tokens=cfg.max_tokens,
         presence_penalty=cfg.presence_penalty,
         stop=tuple(stop),
         seed=seed,
+        ignore_eos=ignore_eos,
     )
 
 
@@ -352,7 +353,10 @@ class Generator:
             ids.append(f"{round_no}:instructions:{p}")
         shown = min(cfg.human_examples + cfg.machine_examples, len(self.seeds))
         stop = () if self.chat else (f"\n{shown + cfg.max_new_per_prompt + 1}.",)
-        params = _params(cfg.instruction_sampling, stop, seed=cfg.seed + round_no)
+        # A completion prompt ends mid-list: keep the model writing until the stop number.
+        params = _params(
+            cfg.instruction_sampling, stop, seed=cfg.seed + round_no, ignore_eos=not self.chat
+        )
         candidates = list(pending)
         for rid, completion in zip(
             ids, self._call("instructions", ids, prompts, params), strict=True

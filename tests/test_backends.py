@@ -81,6 +81,7 @@ def test_vllm_mapping_with_a_stand_in(monkeypatch: pytest.MonkeyPatch, tmp_path:
         "frequency_penalty": 0.0,
         "stop": ["\n16."],
         "seed": 3,
+        "ignore_eos": False,
     }
 
 

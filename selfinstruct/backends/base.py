@@ -31,6 +31,10 @@ class SamplingParams(BaseModel):
     stop: tuple[str, ...] = ()
     n: int = Field(1, ge=1)
     seed: int | None = None
+    # Keep going past the end-of-sequence token until a stop string or max_tokens (local and
+    # vLLM; OpenAI-compatible servers have no such option). Small models otherwise end a list
+    # after its first item.
+    ignore_eos: bool = False
 
 
 class Usage(BaseModel):

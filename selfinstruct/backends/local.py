@@ -152,6 +152,8 @@ class LocalBackend:
                 kwargs["repetition_penalty"] = 1.0 + params.presence_penalty / 20
             if params.stop:
                 kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+            if params.ignore_eos and self.tokenizer.eos_token_id is not None:
+                kwargs["suppress_tokens"] = [self.tokenizer.eos_token_id]
             started = time.perf_counter()
             with torch.no_grad():
                 generated = self.lm.generate(**enc, **kwargs)

@@ -33,6 +33,7 @@ def to_vllm_params(vllm: Any, params: SamplingParams) -> Any:
         frequency_penalty=params.frequency_penalty,
         stop=list(params.stop) or None,
         seed=params.seed,
+        ignore_eos=params.ignore_eos,
     )
 
 
