@@ -23,6 +23,12 @@ def prompt_text(body: dict[str, Any]) -> str:
     return body["prompt"]
 
 
+class _Server(ThreadingHTTPServer):
+    # The default listen backlog (5) drops bursts of connections, and a dropped SYN is
+    # retried only after a second: a client opening 128 connections at once would stall.
+    request_queue_size = 1024
+
+
 class FakeOpenAI:
     def __init__(
         self, brain: Callable[[dict[str, Any], int], list[Action]] | None = None, delay: float = 0.0
@@ -37,6 +43,8 @@ class FakeOpenAI:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes; without this, delayed ACKs add ~40 ms.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -57,7 +65,7 @@ class FakeOpenAI:
                     with fake.lock:
                         fake.in_flight -= 1
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

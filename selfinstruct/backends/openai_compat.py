@@ -43,7 +43,7 @@ class AdaptiveLimit:
     async def __aexit__(self, *exc: object) -> None:
         async with self._cond:
             self.in_flight -= 1
-            self._cond.notify_all()
+            self._cond.notify(1)  # one slot freed: wake one waiter, not every queued request
 
     async def rate_limited(self) -> None:
         async with self._cond:
@@ -56,7 +56,7 @@ class AdaptiveLimit:
             if self.limit < self.max and self._successes >= self.limit:
                 self.limit += 1
                 self._successes = 0
-                self._cond.notify_all()
+                self._cond.notify(1)
 
 
 class OpenAIBackend:

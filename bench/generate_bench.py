@@ -1,0 +1,126 @@
+"""Generate benchmarks: openai-backend orchestration throughput, and the bundled model's speed.
+
+Usage: .venv/bin/python bench/generate_bench.py [--delay 0.2] [--requests 256] [--skip-local]
+
+(a) A loopback OpenAI-compatible server answers every request after a fixed delay; the backend
+    sends N requests at concurrency 1, 8, 32 and 128. Ideal throughput is concurrency / delay.
+(b) The bundled SmolLM2-135M on this machine's CPU: generation tokens per second (batched, as the
+    loop uses it), and a real `generate` run's wall time per accepted task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from fake_openai import FakeOpenAI  # the test server, reused
+
+from selfinstruct.backends.base import SamplingParams
+from selfinstruct.backends.openai_compat import OpenAIBackend
+
+
+def _serve(delay: float, port_queue: Any) -> None:
+    server = FakeOpenAI(lambda body, n: [("ok", "fine")], delay=delay)
+    port_queue.put(server.url)
+    server.server.serve_forever()
+
+
+def orchestration(delay: float, requests: int) -> None:
+    """The server runs in its own process, so it does not share the client's GIL."""
+    params = SamplingParams(max_tokens=16)
+    ctx = mp.get_context("fork")
+    urls = ctx.Queue()
+    proc = ctx.Process(target=_serve, args=(delay, urls), daemon=True)
+    proc.start()
+    url = urls.get()
+    try:
+        for concurrency in (1, 8, 32, 128):
+            n = min(requests, max(16, concurrency * 4)) if concurrency == 1 else requests
+            client = OpenAIBackend("bench", [url], chat=False, concurrency=concurrency)
+            start = time.perf_counter()
+            done = client.generate(["Task: go"] * n, params)
+            elapsed = time.perf_counter() - start
+            ok = sum(c.finish_reason != "error" for c in done)
+            rate, ideal = ok / elapsed, concurrency / delay
+            print(
+                f"  concurrency {concurrency:>3}: {n} requests in {elapsed:.2f} s = "
+                f"{rate:.1f} req/s, ideal {ideal:.1f} req/s, {100 * rate / ideal:.0f}% of ideal"
+            )
+    finally:
+        proc.terminate()
+
+
+def local_model() -> None:
+    from selfinstruct.backends.local import LocalBackend
+    from selfinstruct.config import GenerateConfig
+    from selfinstruct.generate import run_generate
+    from selfinstruct.prompts import Templates, render_instructions
+    from selfinstruct.records import read_tasks
+
+    backend = LocalBackend()
+    seeds = read_tasks(Path(__file__).resolve().parents[1] / "seed_tasks" / "seed_tasks.jsonl")
+    prompts = [
+        render_instructions(Templates.load(), [t.instruction for t in seeds[i : i + 8]], False, 8)
+        for i in range(0, 32, 8)
+    ]
+    params = SamplingParams(temperature=0.7, top_p=0.5, max_tokens=128, ignore_eos=True, seed=0)
+    for batch in (1, 4):
+        backend.batch_size = batch
+        backend.generated_tokens, backend.generation_seconds = 0, 0.0
+        backend.generate(prompts[:batch] if batch == 1 else prompts, params)
+        rate = backend.generated_tokens / backend.generation_seconds
+        print(
+            f"  batch {batch}: {backend.generated_tokens} tokens in "
+            f"{backend.generation_seconds:.1f} s = {rate:.1f} tokens/s"
+        )
+    run_dir = Path(tempfile.mkdtemp())
+    try:
+        cfg = GenerateConfig.model_validate(
+            {
+                "run_dir": run_dir,
+                "target_tasks": 20,
+                "prompts_per_round": 4,
+                "instruction_sampling": {"max_tokens": 200},
+                "instance_sampling": {"max_tokens": 120},
+            }
+        )
+        start = time.perf_counter()
+        summary = run_generate(cfg, backend)
+        wall = time.perf_counter() - start
+        print(
+            f"  generate (target 20, the README demo settings): {summary.accepted} accepted "
+            f"in {wall:.0f} s = {wall / max(1, summary.accepted):.1f} s per accepted task, "
+            f"{summary.requests} requests, {summary.completion_tokens} completion tokens"
+        )
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--delay", type=float, default=0.2)
+    parser.add_argument("--requests", type=int, default=1024)
+    parser.add_argument("--skip-local", action="store_true")
+    args = parser.parse_args()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    print(f"(a) openai backend vs a loopback server answering after {args.delay * 1000:.0f} ms:")
+    orchestration(args.delay, args.requests)
+    if not args.skip_local:
+        print("(b) bundled SmolLM2-135M on CPU:")
+        local_model()
+
+
+if __name__ == "__main__":
+    main()
