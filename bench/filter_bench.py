@@ -26,18 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-T0 = REPO.parent / "shared" / "data" / "t0_prompts_55k.jsonl.gz"
-RULES_OFF = [
-    "--no-keywords",
-    "--no-banned-prefixes",
-    "--min-words",
-    "0",
-    "--max-words",
-    "0",
-    "--allow-punctuation-start",
-    "--allow-non-ascii-start",
-]
+from common import RULES_OFF, T0  # bench/common.py
 
 
 def run_cli(args: list[str], runs: int) -> tuple[float, float, dict]:

@@ -24,19 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-T0 = REPO.parent / "shared" / "data" / "t0_prompts_55k.jsonl.gz"
-RULES_OFF = [
-    "--no-keywords",
-    "--no-banned-prefixes",
-    "--min-words",
-    "0",
-    "--max-words",
-    "0",
-    "--allow-punctuation-start",
-    "--allow-non-ascii-start",
-]
+from common import RULES_OFF, T0  # bench/common.py
 
 
 def build_corpus(path: Path, rows: int, seed: int = 0) -> None:

@@ -26,6 +26,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True)
+
+# Options every command has.
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="YAML/TOML file with these options; flags override it"),
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors")]
 out = Console()
 
 
@@ -109,11 +116,8 @@ def generate(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Use the scripted backend: no model, canned replies")
     ] = False,
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="YAML/TOML file with these options; flags override it"),
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors")] = False,
+    config: ConfigOption = None,
+    quiet: QuietOption = False,
 ) -> None:
     """Bootstrap new tasks from seed tasks with a model (the Self-Instruct loop)."""
     from selfinstruct.config import GenerateConfig, build_config
@@ -308,11 +312,8 @@ def filter_command(
             help="Processes: 2 overlaps reading with the ROUGE-L stage (default: 2 on 2+ cores)"
         ),
     ] = None,
-    config: Annotated[
-        Path | None,
-        typer.Option("--config", "-c", help="YAML/TOML file with these options; flags override it"),
-    ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors")] = False,
+    config: ConfigOption = None,
+    quiet: QuietOption = False,
 ) -> None:
     """Drop instructions that break the rules or are too similar (ROUGE-L) to earlier ones."""
     from selfinstruct.config import FilterConfig, build_config
