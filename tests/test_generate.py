@@ -230,3 +230,15 @@ def test_cli_dry_run_exit_codes_and_config(tmp_path: Path) -> None:
     config_file.write_text("prompts_per_rond = 3\n")
     result = runner.invoke(app, ["generate", "-c", str(config_file)])
     assert result.exit_code == 2 and "'prompts_per_rond': unknown option" in result.output
+
+
+def test_token_and_cost_budgets(tmp_path: Path) -> None:
+    summary = run_generate(config(tmp_path / "tokens", target_tasks=500, max_tokens_total=3000))
+    assert summary.status == "budget"
+    assert 3000 <= summary.prompt_tokens + summary.completion_tokens < 3000 + 6000
+    prices = {"scripted": (1000.0, 2000.0)}  # USD per 1M tokens, for the cost estimate
+    summary = run_generate(config(tmp_path / "cost", target_tasks=500, max_cost=5.0, prices=prices))
+    assert summary.status == "budget" and summary.cost_usd is not None
+    assert summary.cost_usd >= 5.0
+    usage = json.loads((tmp_path / "cost" / "run" / "usage.json").read_text())
+    assert usage["estimated_cost_usd"] == summary.cost_usd and usage["requests"] > 0
