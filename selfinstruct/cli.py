@@ -390,10 +390,155 @@ def _print_filter_summary(summary: Any) -> None:
 
 
 @app.command()
-def finetune() -> None:
-    """LoRA-fine-tune a model on generated tasks (not implemented yet)."""
-    err.print("finetune is not implemented yet; it lands with the fine-tuning issue")
-    raise typer.Exit(2)
+def export(
+    source: Annotated[Path, typer.Argument(help="A run directory or any instruction file")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="File (or folder for hf)")],
+    format: Annotated[
+        str,
+        typer.Option("--format", "-f", help="alpaca, messages, prompt-completion, sharegpt or hf"),
+    ] = "messages",
+    seed: Annotated[int, typer.Option(help="Chooses each example's prompt template")] = 0,
+    system: Annotated[str | None, typer.Option(help="System message for chat formats")] = None,
+) -> None:
+    """Write tasks as training examples (one per instance) in a trainer's format."""
+    from selfinstruct.config import build_config
+    from selfinstruct.export import ExportConfig
+    from selfinstruct.export import export as run_export
+
+    flags = {"source": source, "output": output, "format": format, "seed": seed, "system": system}
+    try:
+        count = run_export(build_config(ExportConfig, None, flags))
+    except SelfInstructError as exc:
+        raise _fail(exc) from None
+    out.print(f"{count:,} examples -> {output} ({format})", highlight=False)
+
+
+@app.command()
+def finetune(
+    data: Annotated[Path, typer.Argument(help="A run directory or any instruction file")],
+    output_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--output-dir",
+            "-o",
+            help="Checkpoints, adapter/, training_summary.json (default: outputs/finetune)",
+        ),
+    ] = None,
+    base_model: Annotated[
+        str | None,
+        typer.Option(
+            "--base-model", "-m", help="HF id or path (default: the bundled SmolLM2-135M)"
+        ),
+    ] = None,
+    epochs: Annotated[float | None, typer.Option(help="(default: 3)")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="(default: 2e-4)")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="(default: 4)")] = None,
+    lora_r: Annotated[int | None, typer.Option(help="(default: 16)")] = None,
+    max_length: Annotated[int | None, typer.Option(help="(default: 1024)")] = None,
+    merge: Annotated[bool, typer.Option("--merge", help="Also write the merged model")] = False,
+    qlora: Annotated[bool, typer.Option("--qlora", help="4-bit base (GPU only)")] = False,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """LoRA-fine-tune a model on generated tasks (TRL + PEFT); rerun to resume."""
+    from selfinstruct.config import build_config
+    from selfinstruct.finetune import FinetuneConfig, run_finetune
+
+    flags = {
+        "data": data,
+        "output_dir": output_dir,
+        "base_model": base_model,
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "learning_rate": learning_rate,
+        "batch_size": batch_size,
+        "lora_r": lora_r,
+        "max_length": max_length,
+        "merge": merge or None,
+        "qlora": qlora or None,
+        "device": device,
+    }
+    try:
+        summary = run_finetune(build_config(FinetuneConfig, config, flags))
+    except SelfInstructError as exc:
+        raise _fail(exc) from None
+    table = Table(show_header=True, header_style="bold")
+    table.add_column(f"finetune -> {summary.output_dir}")
+    table.add_column("", justify="right")
+    first, last = summary.train_loss[:1], summary.train_loss[-1:]
+    table.add_row(
+        "examples (train / validation)", f"{summary.train_examples} / {summary.validation_examples}"
+    )
+    table.add_row("steps", str(summary.steps))
+    if first and last:
+        table.add_row(
+            "train loss (first -> last log)", f"{first[0]['loss']:.3f} -> {last[0]['loss']:.3f}"
+        )
+    if summary.validation_loss:
+        table.add_row("validation loss (last)", f"{summary.validation_loss[-1]['loss']:.3f}")
+    table.add_row("tokens/s", f"{summary.tokens_per_second:.0f}")
+    table.add_row("peak memory", f"{summary.peak_memory_mb:.0f} MB ({summary.device})")
+    table.add_row("wall", f"{summary.wall_seconds:.1f} s")
+    out.print(table)
+
+
+@app.command(name="eval")
+def eval_command(
+    adapter: Annotated[
+        Path | None,
+        typer.Option("--adapter", "-a", help="LoRA adapter folder to compare with the base model"),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="Held-out tasks (default: the paper's 252 user-oriented tasks in ../shared/data)"
+        ),
+    ] = None,
+    base_model: Annotated[str | None, typer.Option("--base-model", "-m")] = None,
+    output_dir: Annotated[Path | None, typer.Option("--output-dir", "-o")] = None,
+    limit: Annotated[int | None, typer.Option(help="First N examples only")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="(default: 128)")] = None,
+    judge_backend: Annotated[
+        str | None, typer.Option(help="openai, local, vllm or scripted: rate responses A-D")
+    ] = None,
+    judge_model: Annotated[str | None, typer.Option()] = None,
+    judge_base_url: Annotated[list[str] | None, typer.Option()] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Compare a base model with and without an adapter on held-out tasks."""
+    from selfinstruct.config import build_config
+    from selfinstruct.evaluation import EvalConfig, run_eval
+
+    flags = {
+        "adapter": adapter,
+        "data": data,
+        "base_model": base_model,
+        "output_dir": output_dir,
+        "limit": limit,
+        "max_new_tokens": max_new_tokens,
+        "judge_backend": judge_backend,
+        "judge_model": judge_model,
+        "judge_base_url": judge_base_url,
+    }
+    try:
+        summary = run_eval(build_config(EvalConfig, config, flags))
+    except SelfInstructError as exc:
+        raise _fail(exc) from None
+    table = Table(show_header=True, header_style="bold")
+    table.add_column(f"eval ({summary.examples} examples)")
+    for v in summary.variants:
+        table.add_column(v.name, justify="right")
+    table.add_row("response loss", *[f"{v.loss:.3f}" for v in summary.variants])
+    table.add_row("perplexity", *[f"{v.perplexity:.2f}" for v in summary.variants])
+    table.add_row("ROUGE-L vs reference", *[f"{v.rouge_l:.3f}" for v in summary.variants])
+    if any(v.judge for v in summary.variants):
+        for grade in ("A", "B", "C", "D", "unparsed"):
+            table.add_row(
+                f"judge: {grade}", *[str(v.judge.get(grade, 0)) for v in summary.variants]
+            )
+    out.print(table)
+    out.print(f"responses and summary -> {summary.output_dir}", highlight=False)
 
 
 def main() -> None:

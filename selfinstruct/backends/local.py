@@ -121,6 +121,24 @@ class LocalBackend:
         self.generated_tokens = 0
         self.generation_seconds = 0.0
 
+    @classmethod
+    def from_loaded(
+        cls, lm: Any, tokenizer: Any, name: str, chat: bool = True, batch_size: int = 8
+    ) -> LocalBackend:
+        """Wrap a model that is already loaded (e.g. a base model with a LoRA adapter)."""
+        torch, _ = _import_transformers()
+        self = cls.__new__(cls)
+        self._torch, self.lm, self.tokenizer, self.model = torch, lm, tokenizer, name
+        self.device = str(next(lm.parameters()).device)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.chat = chat and bool(getattr(tokenizer, "chat_template", None))
+        self.batch_size = batch_size
+        self.generated_tokens = 0
+        self.generation_seconds = 0.0
+        return self
+
     def _text(self, prompt: Prompt) -> str:
         if isinstance(prompt, str):
             return prompt

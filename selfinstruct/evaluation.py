@@ -1,0 +1,230 @@
+"""Did the model get better? A base model with and without a LoRA adapter, on held-out tasks.
+
+For each variant: (a) the mean loss and perplexity of the reference responses (the loss on the
+response tokens only, as in training), (b) greedy responses written next to the references with
+ROUGE-L against them (a weak automatic score), and (c) optionally an LLM judge, through any
+backend, rating each response on the paper's A-D scale. The default held-out set is the paper's
+252 user-oriented tasks in ../shared/data when it is there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from selfinstruct.backends.base import SamplingParams
+from selfinstruct.errors import SelfInstructError
+from selfinstruct.export import Example, to_examples
+from selfinstruct.records import read_tasks
+from selfinstruct.similarity import rouge_l_fmeasure
+from selfinstruct.tokens import rouge_tokenize
+
+DEFAULT_HELD_OUT = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "user_oriented_instructions.jsonl"
+)
+
+JUDGE_PROMPT = """You are rating how well an AI assistant's response follows an instruction.
+
+Instruction: {instruction}
+Input: {input}
+Reference answer: {reference}
+Response to rate: {response}
+
+Rate the response with one letter:
+A - correct and satisfying.
+B - acceptable, with minor errors or imperfections.
+C - relevant and responds to the instruction, but has significant errors.
+D - irrelevant or completely invalid.
+Answer with the letter only."""
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: Path = Field(DEFAULT_HELD_OUT, description="held-out tasks with reference outputs")
+    base_model: str | None = Field(None, description="default: the bundled SmolLM2-135M")
+    adapter: Path | None = Field(None, description="a LoRA adapter folder (finetune's adapter/)")
+    output_dir: Path = Path("outputs/eval")
+    limit: int | None = Field(None, ge=1, description="evaluate the first N examples only")
+    max_new_tokens: int = Field(128, ge=1)
+    batch_size: int = Field(8, ge=1)
+    judge_backend: Literal["openai", "local", "vllm", "scripted"] | None = None
+    judge_model: str | None = None
+    judge_base_url: list[str] = Field(default_factory=list)
+
+
+class VariantResult(BaseModel):
+    name: str
+    loss: float
+    perplexity: float
+    rouge_l: float
+    judge: dict[str, int] = Field(default_factory=dict)
+    responses_path: str
+
+
+class EvalSummary(BaseModel):
+    examples: int
+    variants: list[VariantResult]
+    output_dir: str
+
+
+def _load(base: str, adapter: Path | None) -> tuple[Any, Any]:
+    from selfinstruct.finetune import _imports
+
+    torch, transformers, peft, _, _ = _imports()
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(base)
+        model = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    except OSError as exc:
+        raise SelfInstructError(f"cannot load base model {base!r} ({exc})") from None
+    if adapter is not None:
+        if not (adapter / "adapter_config.json").exists():
+            raise SelfInstructError(
+                f"{adapter}: no adapter_config.json; give the adapter/ folder that finetune wrote"
+            )
+        try:
+            model = peft.PeftModel.from_pretrained(model, str(adapter))
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise SelfInstructError(
+                f"the adapter {adapter} does not match base model {base} ({str(exc)[:200]}); "
+                "evaluate it with the base model it was trained on"
+            ) from None
+    model.eval()
+    return model, tokenizer
+
+
+def response_loss(model: Any, tokenizer: Any, examples: list[Example]) -> float:
+    """Mean loss per response token, the prompt masked out (as in training)."""
+    import torch
+
+    total, count = 0.0, 0
+    for ex in examples:
+        prompt = [{"role": "user", "content": ex.prompt}]
+        full = [*prompt, {"role": "assistant", "content": ex.response}]
+        prompt_ids = tokenizer.apply_chat_template(
+            prompt, add_generation_prompt=True, tokenize=True, return_dict=True
+        )["input_ids"]
+        full_ids = tokenizer.apply_chat_template(full, tokenize=True, return_dict=True)["input_ids"]
+        ids = torch.tensor([full_ids])
+        labels = ids.clone()
+        labels[0, : len(prompt_ids)] = -100
+        n = int((labels != -100).sum()) - 1  # the first label has no prediction before it
+        if n <= 0:
+            continue
+        with torch.no_grad():
+            out = model(input_ids=ids, labels=labels)
+        total += float(out.loss) * n
+        count += n
+    return total / count if count else float("nan")
+
+
+def judge_letter(text: str) -> str | None:
+    match = re.search(r"\b([ABCD])\b", text.strip())
+    return match.group(1) if match else None
+
+
+def run_eval(cfg: EvalConfig) -> EvalSummary:
+    from selfinstruct.backends.local import LocalBackend
+    from selfinstruct.finetune import resolve_base_model
+
+    if not cfg.data.exists():
+        raise SelfInstructError(f"{cfg.data}: held-out file not found; pass --data")
+    examples = to_examples(read_tasks(cfg.data))
+    if cfg.limit is not None:
+        examples = examples[: cfg.limit]
+    if not examples:
+        raise SelfInstructError(f"{cfg.data}: no task has a reference output to evaluate against")
+    base = resolve_base_model(cfg.base_model)
+    cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    judge = _judge_backend(cfg)
+    variants = [("base", None)] + ([("tuned", cfg.adapter)] if cfg.adapter else [])
+    results = []
+    for name, adapter in variants:
+        model, tokenizer = _load(base, adapter)
+        loss = response_loss(model, tokenizer, examples)
+        backend = LocalBackend.from_loaded(
+            model, tokenizer, name, chat=True, batch_size=cfg.batch_size
+        )
+        params = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=cfg.max_new_tokens)
+        done = backend.generate([[{"role": "user", "content": e.prompt}] for e in examples], params)
+        rows, scores = [], []
+        for ex, completion in zip(examples, done, strict=True):
+            ref, hyp = rouge_tokenize(ex.response), rouge_tokenize(completion.text)
+            score = rouge_l_fmeasure(_lcs(ref, hyp), len(ref), len(hyp))
+            scores.append(score)
+            rows.append(
+                {
+                    "task_id": ex.task_id,
+                    "prompt": ex.prompt,
+                    "reference": ex.response,
+                    "response": completion.text,
+                    "rouge_l": score,
+                }
+            )
+        grades: dict[str, int] = {}
+        if judge is not None:
+            prompts = [
+                [
+                    {
+                        "role": "user",
+                        "content": JUDGE_PROMPT.format(
+                            instruction=ex.instruction,
+                            input=ex.input or "(none)",
+                            reference=ex.response,
+                            response=row["response"],
+                        ),
+                    }
+                ]
+                for ex, row in zip(examples, rows, strict=True)
+            ]
+            verdicts = judge.generate(prompts, SamplingParams(temperature=0.0, max_tokens=3))
+            for row, verdict in zip(rows, verdicts, strict=True):
+                row["judge"] = judge_letter(verdict.text)
+                grades[row["judge"] or "unparsed"] = grades.get(row["judge"] or "unparsed", 0) + 1
+        path = cfg.output_dir / f"{name}.jsonl"
+        path.write_text(
+            "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8"
+        )
+        results.append(
+            VariantResult(
+                name=name,
+                loss=loss,
+                perplexity=math.exp(loss) if loss == loss else float("nan"),
+                rouge_l=sum(scores) / len(scores),
+                judge=grades,
+                responses_path=str(path),
+            )
+        )
+    summary = EvalSummary(examples=len(examples), variants=results, output_dir=str(cfg.output_dir))
+    (cfg.output_dir / "eval_summary.json").write_text(
+        json.dumps(summary.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8"
+    )
+    return summary
+
+
+def _lcs(a: list[str], b: list[str]) -> int:
+    from rapidfuzz.distance import LCSseq
+
+    return int(LCSseq.similarity(a, b))
+
+
+def _judge_backend(cfg: EvalConfig) -> Any:
+    if cfg.judge_backend is None:
+        return None
+    from selfinstruct.backends import make_backend
+    from selfinstruct.config import GenerateConfig
+
+    return make_backend(
+        GenerateConfig(
+            backend=cfg.judge_backend,
+            model=cfg.judge_model,
+            base_url=cfg.judge_base_url,
+            chat=True,
+            run_dir=cfg.output_dir,
+        )
+    )

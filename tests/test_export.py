@@ -1,0 +1,84 @@
+"""Export: one example per instance, seeded template choice, every format."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from selfinstruct.errors import SelfInstructError
+from selfinstruct.export import ExportConfig, export, to_examples
+from selfinstruct.records import Instance, Task
+
+TASKS = [
+    Task(
+        id="a",
+        instruction="Add the numbers.",
+        instances=[Instance(input="2, 3", output="5"), Instance(input="10, 1", output="11")],
+    ),
+    Task(id="b", instruction="Name a planet.", instances=[Instance(output="Mars")]),
+    Task(id="c", instruction="No instances here."),
+]
+
+
+def write_tasks(path: Path) -> Path:
+    path.write_text("".join(t.model_dump_json() + "\n" for t in TASKS))
+    return path
+
+
+def test_one_example_per_instance_and_seeded_templates() -> None:
+    examples = to_examples(TASKS, seed=1)
+    assert [e.task_id for e in examples] == ["a", "a", "b"]
+    assert "2, 3" in examples[0].prompt and examples[0].response == "5"
+    assert examples[2].prompt.endswith("Name a planet.")
+    assert to_examples(TASKS, seed=1) == examples
+    prompts = {e.prompt for s in range(20) for e in to_examples(TASKS[:1], seed=s)}
+    assert len(prompts) > 2  # the templates vary with the seed
+
+
+@pytest.mark.parametrize("fmt", ["alpaca", "messages", "prompt-completion", "sharegpt"])
+def test_formats(tmp_path: Path, fmt: str) -> None:
+    out = tmp_path / f"out.{fmt}"
+    count = export(
+        ExportConfig(
+            source=write_tasks(tmp_path / "t.jsonl"), output=out, format=fmt, system="Be brief."
+        )
+    )
+    assert count == 3
+    text = out.read_text()
+    if fmt == "alpaca":
+        rows = json.loads(text)
+        assert rows[0] == {"instruction": "Add the numbers.", "input": "2, 3", "output": "5"}
+        return
+    rows = [json.loads(line) for line in text.splitlines()]
+    if fmt == "messages":
+        assert [m["role"] for m in rows[0]["messages"]] == ["system", "user", "assistant"]
+        assert rows[0]["messages"][-1]["content"] == "5"
+    elif fmt == "prompt-completion":
+        assert rows[0]["completion"] == [{"role": "assistant", "content": "5"}]
+        assert rows[0]["prompt"][-1]["role"] == "user"
+    else:
+        assert [t["from"] for t in rows[2]["conversations"]] == ["system", "human", "gpt"]
+
+
+def test_hf_dataset_directory(tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    export(
+        ExportConfig(source=write_tasks(tmp_path / "t.jsonl"), output=tmp_path / "ds", format="hf")
+    )
+    loaded = datasets.load_from_disk(str(tmp_path / "ds"))
+    assert len(loaded) == 3 and set(loaded.column_names) == {"prompt", "completion"}
+
+
+def test_run_directory_and_empty_input(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    write_tasks(run / "tasks.jsonl")
+    assert export(ExportConfig(source=run, output=tmp_path / "x.jsonl")) == 3
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text(TASKS[2].model_dump_json() + "\n")
+    with pytest.raises(SelfInstructError, match="nothing to export"):
+        export(ExportConfig(source=empty, output=tmp_path / "y.jsonl"))
+    with pytest.raises(SelfInstructError, match=r"without tasks\.jsonl"):
+        export(ExportConfig(source=tmp_path, output=tmp_path / "z.jsonl"))
