@@ -82,3 +82,12 @@ def test_run_directory_and_empty_input(tmp_path: Path) -> None:
         export(ExportConfig(source=empty, output=tmp_path / "y.jsonl"))
     with pytest.raises(SelfInstructError, match=r"without tasks\.jsonl"):
         export(ExportConfig(source=tmp_path, output=tmp_path / "z.jsonl"))
+
+
+def test_judge_letter() -> None:
+    from selfinstruct.evaluation import judge_letter
+
+    assert judge_letter("B") == "B"
+    assert judge_letter(" A - correct") == "A"
+    assert judge_letter("I would say C.") == "C"
+    assert judge_letter("no idea") is None

@@ -153,3 +153,24 @@ def test_adapter_that_does_not_match_the_base(tmp_path: Path) -> None:
                 data=held_out, adapter=tmp_path / "other", output_dir=tmp_path / "ev", limit=1
             )
         )
+
+
+def test_eval_with_a_judge(tmp_path: Path) -> None:
+    from selfinstruct.evaluation import EvalConfig, run_eval
+
+    held_out = tmp_path / "held.jsonl"
+    held_out.write_text(
+        "".join(
+            json.dumps({"instruction": q, "instances": [{"input": "", "output": a}]}) + "\n"
+            for q, a in [("Name a primary colour.", "Red."), ("What is 2 + 2?", "4")]
+        )
+    )
+    summary = run_eval(
+        EvalConfig(
+            data=held_out, output_dir=tmp_path / "ev", max_new_tokens=8, judge_backend="scripted"
+        )
+    )
+    (base,) = summary.variants
+    assert sum(base.judge.values()) == 2 and base.loss > 0 and 0 <= base.rouge_l <= 1
+    rows = [json.loads(x) for x in (tmp_path / "ev" / "base.jsonl").read_text().splitlines()]
+    assert [r["reference"] for r in rows] == ["Red.", "4"] and all("judge" in r for r in rows)
