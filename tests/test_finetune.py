@@ -95,9 +95,13 @@ def test_resume_from_the_last_checkpoint(small_run: Path, tmp_path: Path) -> Non
         "val_fraction": 0.0,
     }
     run_finetune(FinetuneConfig(**base, max_steps=2))
-    summary = run_finetune(FinetuneConfig(**base, max_steps=4))
+    summary = run_finetune(FinetuneConfig(**base, max_steps=4, merge=True))
     assert summary.resumed_from is not None and summary.resumed_from.endswith("checkpoint-2")
     assert summary.steps == 4
+    from transformers import AutoModelForCausalLM
+
+    merged = AutoModelForCausalLM.from_pretrained(str(out / "merged"))  # a plain model now
+    assert not any("lora" in name for name, _ in merged.named_parameters())
 
 
 def test_bad_input_errors(small_run: Path, tmp_path: Path) -> None:
