@@ -541,6 +541,51 @@ def eval_command(
     out.print(f"responses and summary -> {summary.output_dir}", highlight=False)
 
 
+@app.command(name="run")
+def run_command(
+    job_file: Annotated[Path, typer.Argument(metavar="JOB", help="Job file (YAML or TOML)")],
+    force_new_run: Annotated[
+        bool,
+        typer.Option(
+            "--force-new-run",
+            help="Start over when the job file changed (the old run is kept beside)",
+        ),
+    ] = False,
+    log_format: Annotated[str, typer.Option(help="text or json (one object per line)")] = "text",
+    quiet: QuietOption = False,
+) -> None:
+    """Run a whole job file (generate -> filter -> export -> finetune -> eval); rerun resumes."""
+    import logging
+    import signal
+
+    from selfinstruct.job import JobRunner, JsonFormatter
+
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    elif log_format == "text":
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    else:
+        raise _fail(SelfInstructError("--log-format must be text or json"))
+    logger = logging.getLogger("selfinstruct")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        # Unwinds like Ctrl-C: open files are closed (whole lines flushed) on the way out.
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        result = JobRunner(job_file, force_new_run=force_new_run).run()
+    except SelfInstructError as exc:
+        raise _fail(exc) from None
+    if not quiet:
+        out.print(f"{result.status}: {result.message}", highlight=False)
+    raise typer.Exit(result.exit_code)
+
+
 def main() -> None:
     app()
 

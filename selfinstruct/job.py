@@ -1,0 +1,393 @@
+"""`selfinstruct run JOB.yaml`: the whole pipeline from one file, unattended and resumable.
+
+Stages, in order: generate → filter (optional extra pass) → export → finetune (optional) → eval
+(optional). Each writes into its own folder of the run directory. `job.json` keeps the job file as
+written (with `${VARS}` unexpanded, so secrets are never written back) and which stages finished;
+`status.json` is rewritten atomically as stages progress, for monitoring. Running a finished job
+again does nothing; a partial one resumes at the first unfinished stage (generate resumes
+inside itself); a changed job file for an existing run is refused with a diff.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from selfinstruct.config import FilterConfig, GenerateConfig, load_config_file
+from selfinstruct.errors import ConfigError, SelfInstructError
+from selfinstruct.store import RunLockedError, write_json_atomic
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger("selfinstruct")
+
+STAGES = ("generate", "filter", "export", "finetune", "eval")
+# Exit codes (README): the same numbers as `generate`.
+EXIT = {
+    "done": 0,
+    "config": 2,
+    "backend": 3,
+    "locked": 4,
+    "budget": 5,
+    "stalled": 6,
+    "interrupted": 130,
+}
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class JobFile(BaseModel):
+    """The job file. Stage sections take the options of the matching command."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_dir: Path
+    generate: dict[str, Any] = Field(default_factory=dict)
+    filter: dict[str, Any] | None = None
+    export: dict[str, Any] | None = Field(default_factory=lambda: {"format": "prompt-completion"})
+    finetune: dict[str, Any] | None = None
+    eval: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _check_stages(self) -> JobFile:
+        # Validate each section now with the command's own model, so a typo fails at load.
+        for name, build in (
+            ("generate", self.generate_config),
+            ("filter", self.filter_config),
+            ("export", self.export_config),
+            ("finetune", self.finetune_config),
+            ("eval", self.eval_config),
+        ):
+            if getattr(self, name) is None:
+                continue
+            try:
+                build()
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                key = ".".join(str(p) for p in err["loc"])
+                msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
+                raise ValueError(f"{name}.{key}: {msg}") from None
+        return self
+
+    def stage_dir(self, name: str) -> Path:
+        return self.run_dir / name
+
+    def generate_config(self) -> GenerateConfig:
+        return GenerateConfig.model_validate(
+            {**self.generate, "run_dir": self.stage_dir("generate")}
+        )
+
+    def filter_config(self) -> FilterConfig:
+        return FilterConfig.model_validate(
+            {
+                **(self.filter or {}),
+                "input": self.stage_dir("generate") / "tasks.jsonl",
+                "output_dir": self.stage_dir("filter"),
+                "output_format": "tasks",
+            }
+        )
+
+    def tasks_file(self) -> Path:
+        if self.filter is not None:
+            return self.stage_dir("filter") / "kept.jsonl"
+        return self.stage_dir("generate") / "tasks.jsonl"
+
+    def export_config(self) -> Any:
+        from selfinstruct.export import ExportConfig
+
+        options = dict(self.export or {})
+        fmt = options.get("format", "prompt-completion")
+        suffix = {"alpaca": "json", "hf": "hf"}.get(fmt, "jsonl")
+        return ExportConfig.model_validate(
+            {
+                "output": self.stage_dir("export") / f"train.{suffix}",
+                **options,
+                "source": self.tasks_file(),
+            }
+        )
+
+    def finetune_config(self) -> Any:
+        from selfinstruct.finetune import FinetuneConfig
+
+        return FinetuneConfig.model_validate(
+            {
+                **(self.finetune or {}),
+                "data": self.tasks_file(),
+                "output_dir": self.stage_dir("finetune"),
+            }
+        )
+
+    def eval_config(self) -> Any:
+        from selfinstruct.evaluation import EvalConfig
+
+        options: dict[str, Any] = {**(self.eval or {}), "output_dir": self.stage_dir("eval")}
+        if self.finetune is not None:
+            options.setdefault("adapter", self.stage_dir("finetune") / "adapter")
+            options.setdefault("base_model", (self.finetune or {}).get("base_model"))
+        return EvalConfig.model_validate(options)
+
+    def enabled(self) -> list[str]:
+        return [s for s in STAGES if s == "generate" or getattr(self, s) is not None]
+
+
+def expand_env(value: Any, where: str = "") -> Any:
+    """Replace ${NAME} in strings with the environment's value; an unset name is an error."""
+    if isinstance(value, str):
+
+        def sub(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in os.environ:
+                raise ConfigError(
+                    f"{where or 'job file'}: ${{{name}}} is not set in the environment"
+                )
+            return os.environ[name]
+
+        return _VAR.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: expand_env(v, f"{where}.{k}" if where else k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, where) for v in value]
+    return value
+
+
+def load_job(path: Path) -> tuple[JobFile, dict[str, Any]]:
+    """The validated job (variables expanded) and the file as written (never expanded)."""
+    raw = load_config_file(path)
+    try:
+        return JobFile.model_validate(expand_env(raw)), raw
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"]) or "job"
+            msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"'{key}': {msg}".replace("Value error, ", ""))
+        raise ConfigError(f"{path}: bad job file: " + "; ".join(problems)) from None
+
+
+class JobResult(BaseModel):
+    status: str
+    exit_code: int
+    message: str
+    stages: dict[str, str]
+    run_dir: str
+
+
+class JobRunner:
+    def __init__(self, path: Path, force_new_run: bool = False) -> None:
+        self.path = path
+        self.job, self.raw = load_job(path)
+        self.force_new_run = force_new_run
+        self.state_path = self.job.run_dir / "job.json"
+        self.status_path = self.job.run_dir / "status.json"
+        self.stages: dict[str, str] = {}
+        self._lock_fh: Any = None
+
+    def run(self) -> JobResult:
+        self._prepare_run_dir()
+        self._lock()
+        try:
+            state = json.loads(self.state_path.read_text()) if self.state_path.exists() else None
+            self.stages = (state or {}).get("stages", {})
+            if state is None:
+                write_json_atomic(self.state_path, {"job_file": self.raw, "stages": {}})
+            todo = [s for s in self.job.enabled() if self.stages.get(s) != "done"]
+            if not todo:
+                message = "the job has already finished; nothing to do"
+                log.info(message, extra={"stage": None, "event": "noop"})
+                self._status("done", None, message)
+                return self._result("done", message)
+            for stage in todo:
+                self._status("running", stage, f"running {stage}")
+                log.info(f"{stage}: started", extra={"stage": stage, "event": "stage_started"})
+                outcome, message = self._run_stage(stage)
+                if outcome != "done":
+                    self._status(outcome, stage, message)
+                    log.warning(
+                        f"{stage}: {message}", extra={"stage": stage, "event": f"stage_{outcome}"}
+                    )
+                    return self._result(outcome, message)
+                self.stages[stage] = "done"
+                write_json_atomic(self.state_path, {"job_file": self.raw, "stages": self.stages})
+                log.info(f"{stage}: done", extra={"stage": stage, "event": "stage_done"})
+            message = f"all stages finished: {', '.join(self.job.enabled())}"
+            self._status("done", None, message)
+            return self._result("done", message)
+        except SelfInstructError as exc:
+            self._status("failed", None, str(exc))
+            log.error(str(exc), extra={"stage": None, "event": "failed"})
+            raise
+        except KeyboardInterrupt:
+            message = "interrupted; run the same command again to resume"
+            self._status("interrupted", None, message)
+            log.warning(message, extra={"stage": None, "event": "interrupted"})
+            return self._result("interrupted", message)
+        finally:
+            self._unlock()
+
+    def _prepare_run_dir(self) -> None:
+        run_dir = self.job.run_dir
+        if self.state_path.exists():
+            before = json.loads(self.state_path.read_text()).get("job_file", {})
+            if before != self.raw:
+                if not self.force_new_run:
+                    diff = "\n".join(
+                        difflib.unified_diff(
+                            json.dumps(before, indent=2, sort_keys=True).splitlines(),
+                            json.dumps(self.raw, indent=2, sort_keys=True).splitlines(),
+                            "previous job file",
+                            "this job file",
+                            lineterm="",
+                        )
+                    )
+                    raise ConfigError(
+                        f"{run_dir} was started with a different job file; "
+                        "use --force-new-run to start over (the old run is "
+                        f"kept beside it), or restore the file:\n{diff}"
+                    )
+                stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+                shutil.move(str(run_dir), f"{run_dir}.old-{stamp}")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SelfInstructError(f"{run_dir}: cannot create the run directory ({exc})") from None
+
+    def _lock(self) -> None:
+        # flock: the kernel drops it when the holder dies, so a crash leaves no stale lock.
+        self._lock_fh = (self.job.run_dir / "job.lock").open("a+", encoding="utf-8")
+        if fcntl is not None:
+            try:
+                fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._lock_fh.seek(0)
+                holder = self._lock_fh.read().strip() or "another process"
+                self._lock_fh.close()
+                raise RunLockedError(f"{self.job.run_dir} is being run by {holder}") from None
+        self._lock_fh.seek(0)
+        self._lock_fh.truncate()
+        self._lock_fh.write(f"pid {os.getpid()}\n")
+        self._lock_fh.flush()
+
+    def _unlock(self) -> None:
+        if self._lock_fh is not None:
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    def _status(self, status: str, stage: str | None, message: str) -> None:
+        write_json_atomic(
+            self.status_path,
+            {
+                "status": status,
+                "stage": stage,
+                "message": message,
+                "stages": {s: self.stages.get(s, "pending") for s in self.job.enabled()},
+                "exit_code": EXIT.get(status),
+                "pid": os.getpid(),
+                "updated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            },
+        )
+
+    def _result(self, status: str, message: str) -> JobResult:
+        return JobResult(
+            status=status,
+            exit_code=EXIT[status],
+            message=message,
+            stages={s: self.stages.get(s, "pending") for s in self.job.enabled()},
+            run_dir=str(self.job.run_dir),
+        )
+
+    def _run_stage(self, stage: str) -> tuple[str, str]:
+        if stage == "generate":
+            from selfinstruct.generate import run_generate
+
+            def progress(p: Any) -> None:
+                log.info(
+                    f"generate: round {p.round}, accepted {p.accepted}/{p.target}",
+                    extra={
+                        "stage": "generate",
+                        "event": "round",
+                        "counts": {
+                            "accepted": p.accepted,
+                            "requests": p.requests,
+                            "tokens": p.tokens,
+                            **dict(p.rejected),
+                        },
+                    },
+                )
+
+            summary = run_generate(self.job.generate_config(), on_progress=progress)
+            if summary.status != "done":
+                return summary.status, summary.message
+            return "done", summary.message
+        if stage == "filter":
+            from selfinstruct.filtering import run_filter
+
+            result = run_filter(self.job.filter_config())
+            log.info(
+                "filter: finished",
+                extra={
+                    "stage": "filter",
+                    "event": "counts",
+                    "counts": {"kept": result.kept, **result.dropped},
+                },
+            )
+            return "done", f"kept {result.kept}"
+        if stage == "export":
+            from selfinstruct.export import export
+
+            count = export(self.job.export_config())
+            log.info(
+                "export: finished",
+                extra={"stage": "export", "event": "counts", "counts": {"examples": count}},
+            )
+            return "done", f"{count} examples"
+        if stage == "finetune":
+            from selfinstruct.finetune import run_finetune
+
+            summary = run_finetune(self.job.finetune_config())
+            log.info(
+                "finetune: finished",
+                extra={"stage": "finetune", "event": "counts", "counts": {"steps": summary.steps}},
+            )
+            return "done", f"{summary.steps} steps"
+        from selfinstruct.evaluation import run_eval
+
+        result = run_eval(self.job.eval_config())
+        log.info(
+            "eval: finished",
+            extra={
+                "stage": "eval",
+                "event": "counts",
+                "counts": {v.name: round(v.rouge_l, 4) for v in result.variants},
+            },
+        )
+        return "done", "evaluated"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, stage, event, message, counts."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname.lower(),
+            "stage": getattr(record, "stage", None),
+            "event": getattr(record, "event", "log"),
+            "message": record.getMessage(),
+        }
+        counts = getattr(record, "counts", None)
+        if counts:
+            data["counts"] = counts
+        return json.dumps(data, ensure_ascii=False)
