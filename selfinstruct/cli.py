@@ -586,6 +586,24 @@ def run_command(
     raise typer.Exit(result.exit_code)
 
 
+@app.command()
+def report(
+    run: Annotated[Path, typer.Argument(help="A generate run directory (or a job's)")],
+    output_dir: Annotated[
+        Path | None, typer.Option("--output-dir", "-o", help="(default: RUN/report)")
+    ] = None,
+    seeds: Annotated[Path | None, typer.Option(help="Seed tasks (default: the run's)")] = None,
+) -> None:
+    """Write an HTML report (images embedded) and its PNGs for a run."""
+    from selfinstruct.report import build_report
+
+    try:
+        result = build_report(run, seeds, output_dir)
+    except SelfInstructError as exc:
+        raise _fail(exc) from None
+    out.print(f"report -> {result.html_path} ({len(result.images)} figures)", highlight=False)
+
+
 def main() -> None:
     app()
 

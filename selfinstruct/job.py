@@ -224,7 +224,7 @@ class JobRunner:
             self._status("done", None, message)
             return self._result("done", message)
         except SelfInstructError as exc:
-            self._status("failed", None, str(exc))
+            self._status("failed", None, str(exc), exit_code=exc.exit_code)
             log.error(str(exc), extra={"stage": None, "event": "failed"})
             raise
         except KeyboardInterrupt:
@@ -283,7 +283,9 @@ class JobRunner:
             self._lock_fh.close()
             self._lock_fh = None
 
-    def _status(self, status: str, stage: str | None, message: str) -> None:
+    def _status(
+        self, status: str, stage: str | None, message: str, exit_code: int | None = None
+    ) -> None:
         write_json_atomic(
             self.status_path,
             {

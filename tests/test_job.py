@@ -179,3 +179,13 @@ def test_every_stage_killed_and_resumed_equals_uninterrupted(tmp_path: Path) -> 
     assert new_loss["steps"] == ref_loss["steps"] == 3
     status = json.loads((tmp_path / "killed" / "status.json").read_text())
     assert status["status"] == "done" and set(status["stages"].values()) == {"done"}
+
+
+def test_documented_example_job_validates(monkeypatch: pytest.MonkeyPatch) -> None:
+    from selfinstruct.job import load_job
+
+    monkeypatch.setenv("VLLM_URL", "http://127.0.0.1:9/v1")
+    job, raw = load_job(REPO / "docs" / "job.example.yaml")
+    assert job.enabled() == ["generate", "filter", "export", "finetune", "eval"]
+    assert job.generate_config().base_url == ["http://127.0.0.1:9/v1"]
+    assert raw["generate"]["base_url"] == ["${VLLM_URL}"]

@@ -1,0 +1,64 @@
+"""`selfinstruct report` on a real run directory: every section, each with its image."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from selfinstruct.cli import app
+from selfinstruct.config import GenerateConfig
+from selfinstruct.generate import run_generate
+from selfinstruct.report import SECTIONS, leading_verb
+
+pytest.importorskip("matplotlib")
+
+
+def test_report_has_every_section_with_its_image(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_generate(
+        GenerateConfig(run_dir=run_dir, backend="scripted", target_tasks=25, prompts_per_round=3)
+    )
+    result = CliRunner().invoke(app, ["report", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    page = (run_dir / "report" / "report.html").read_text()
+    for key in SECTIONS:
+        block = re.search(rf'<section id="{key}">(.*?)</section>', page, re.DOTALL)
+        assert block and 'src="data:image/png;base64,' in block.group(1), key
+        assert (run_dir / "report" / f"{key}.png").stat().st_size > 1000
+    for key in ("usage", "samples"):
+        assert f'<section id="{key}">' in page
+    assert "<td>" in page.split('id="samples"')[1]  # sample rows are there
+
+
+def test_report_on_a_job_directory_and_errors(tmp_path: Path) -> None:
+    job_run = tmp_path / "job"
+    run_generate(
+        GenerateConfig(
+            run_dir=job_run / "generate", backend="scripted", target_tasks=5, prompts_per_round=2
+        )
+    )
+    # Model output is untrusted text: it must come out escaped, never as markup.
+    from selfinstruct.records import Instance, Task
+
+    hostile = Task(
+        id="x",
+        instruction="Explain <script>alert(1)</script> tags.",
+        instances=[Instance(output="<img src=x onerror=alert(1)>")],
+    )
+    with (job_run / "generate" / "tasks.jsonl").open("a") as fh:
+        fh.write(hostile.model_dump_json() + "\n")
+    assert CliRunner().invoke(app, ["report", str(job_run)]).exit_code == 0
+    page = (job_run / "report" / "report.html").read_text()
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<img src=x" not in page
+    missing = CliRunner().invoke(app, ["report", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "no tasks.jsonl" in missing.output
+
+
+def test_leading_verb() -> None:
+    assert leading_verb("Write a poem.") == "write"
+    assert leading_verb('  "Explain" this') == "explain"
+    assert leading_verb("123") == "(none)"
