@@ -24,12 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from selfinstruct.config import FilterConfig, GenerateConfig, load_config_file
 from selfinstruct.errors import ConfigError, SelfInstructError
-from selfinstruct.store import RunLockedError, write_json_atomic
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+from selfinstruct.store import acquire_lock, write_json_atomic
 
 log = logging.getLogger("selfinstruct")
 
@@ -263,20 +258,9 @@ class JobRunner:
             raise SelfInstructError(f"{run_dir}: cannot create the run directory ({exc})") from None
 
     def _lock(self) -> None:
-        # flock: the kernel drops it when the holder dies, so a crash leaves no stale lock.
-        self._lock_fh = (self.job.run_dir / "job.lock").open("a+", encoding="utf-8")
-        if fcntl is not None:
-            try:
-                fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self._lock_fh.seek(0)
-                holder = self._lock_fh.read().strip() or "another process"
-                self._lock_fh.close()
-                raise RunLockedError(f"{self.job.run_dir} is being run by {holder}") from None
-        self._lock_fh.seek(0)
-        self._lock_fh.truncate()
-        self._lock_fh.write(f"pid {os.getpid()}\n")
-        self._lock_fh.flush()
+        self._lock_fh = acquire_lock(
+            self.job.run_dir / "job.lock", f"{self.job.run_dir} is being run by {{holder}}"
+        )
 
     def _unlock(self) -> None:
         if self._lock_fh is not None:

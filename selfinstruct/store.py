@@ -66,6 +66,28 @@ def write_json_atomic(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
+def acquire_lock(path: Path, busy_message: str) -> Any:
+    """Hold an exclusive flock on `path` (kept open); raise RunLockedError if another has it.
+
+    The kernel releases a flock when its holder dies, so a crash never leaves a stale lock.
+    `busy_message` may contain {holder}, replaced by what the holder wrote into the file.
+    """
+    fh = path.open("a+", encoding="utf-8")
+    if fcntl is not None:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            fh.close()
+            raise RunLockedError(busy_message.format(holder=holder)) from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    fh.flush()
+    return fh
+
+
 def _read_jsonl_prefix(path: Path) -> tuple[list[dict[str, Any]], int]:
     """The records of a JSONL file up to its first unreadable line, and their byte size."""
     if not path.exists():
@@ -128,23 +150,11 @@ class RunStore:
             self._files[name] = path.open("a", encoding="utf-8")
 
     def _lock(self) -> None:
-        lock_path = self.path / "lock"
-        self._lock_fh = lock_path.open("a+", encoding="utf-8")
-        if fcntl is not None:
-            try:
-                fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                self._lock_fh.seek(0)
-                holder = self._lock_fh.read().strip() or "another process"
-                self._lock_fh.close()
-                raise RunLockedError(
-                    f"{self.path} is being written by {holder}; wait for it to finish or use "
-                    "another --run-dir"
-                ) from None
-        self._lock_fh.seek(0)
-        self._lock_fh.truncate()
-        self._lock_fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
-        self._lock_fh.flush()
+        self._lock_fh = acquire_lock(
+            self.path / "lock",
+            f"{self.path} is being written by {{holder}}; wait for it to "
+            "finish or use another --run-dir",
+        )
 
     @staticmethod
     def _truncate(path: Path, size: int) -> None:
