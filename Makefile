@@ -26,6 +26,7 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/selfinstruct generate --run-dir outputs/demo --target 20 --prompts-per-round 4 \
 		--instruction-max-tokens 200 --instance-max-tokens 120
+	$(BIN)/selfinstruct report outputs/demo
 	head -n 3 outputs/demo/tasks.jsonl
 
 filter-demo: $(STAMP)
