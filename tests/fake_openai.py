@@ -36,6 +36,7 @@ class FakeOpenAI:
         self.brain = brain or (lambda body, n: [("ok", canned_reply(prompt_text(body)))])
         self.delay = delay
         self.bodies: list[dict[str, Any]] = []
+        self.answered_ok = 0  # 200 responses with a usable completion
         self.lock = threading.Lock()
         self.in_flight = 0
         self.max_in_flight = 0
@@ -97,6 +98,17 @@ class FakeOpenAI:
                 payload = json.dumps({"error": {"message": f"status {action[1]}"}}).encode()
                 self._send(handler, action[1], payload, action[2] if len(action) > 2 else {})
                 return
+            if kind == "partial":
+                # Headers promise a body that never fully arrives: a reset mid-response.
+                handler.send_response(200)
+                handler.send_header("content-type", "application/json")
+                handler.send_header("content-length", "500")
+                handler.end_headers()
+                handler.wfile.write(b'{"id": "x", "choices": [')
+                handler.wfile.flush()
+                handler.close_connection = True
+                handler.connection.shutdown(2)
+                return
             if kind == "malformed":
                 self._send(handler, 200, b'{"id": "x", "choices": [ {"text": ')
                 return
@@ -117,6 +129,8 @@ class FakeOpenAI:
                 return
             text = action[1]
             finish = action[2] if len(action) > 2 else "stop"
+            with self.lock:
+                self.answered_ok += 1
             usage = {
                 "prompt_tokens": len(prompt_text(body).split()),
                 "completion_tokens": len(text.split()),
@@ -165,3 +179,42 @@ class FakeOpenAI:
             handler.send_header(key, value)
         handler.end_headers()
         handler.wfile.write(payload)
+
+
+FAULTS: list[tuple[str, Action | list[Action]]] = [
+    ("429 with Retry-After", [("status", 429, {"retry-after": "0.05"})]),
+    ("429 without Retry-After", [("status", 429)]),
+    ("500", [("status", 500)]),
+    ("502", [("status", 502)]),
+    ("503", [("status", 503)]),
+    ("reset mid-response", [("partial",)]),
+    ("slower than the timeout", [("sleep", 2.0), ("status", 500)]),
+    ("malformed JSON", [("malformed",)]),
+    ("empty choices", [("empty",)]),
+]
+
+
+def faulty_brain(rate: float, seed: int = 0) -> Callable[[dict[str, Any], int], list[Action]]:
+    """Answer correctly (from the canned replies) or with a random fault, `rate` of the time.
+
+    Correct answers include finish_reason "length" and text that matches no expected format,
+    which are valid responses the client must record, not retry.
+    """
+    import random
+
+    rng = random.Random(seed)
+    lock = threading.Lock()
+
+    def brain(body: dict[str, Any], n: int) -> list[Action]:
+        with lock:
+            roll, pick = rng.random(), rng.random()
+        if roll < rate:
+            return list(FAULTS[int(pick * len(FAULTS))][1])  # type: ignore[arg-type]
+        text = canned_reply(prompt_text(body))
+        if pick < 0.05:
+            return [("ok", text, "length")]
+        if pick < 0.10:
+            return [("ok", "I am not sure what you mean by that.")]
+        return [("ok", text)]
+
+    return brain
