@@ -287,6 +287,13 @@ def run_filter(
                 rejected_fh.writelines(line for _, kept, line in chunk.decided if not kept)
                 if on_progress is not None:
                     on_progress(chunk.rows_in)
+    except OSError as exc:
+        for path in temp_paths:
+            path.unlink(missing_ok=True)
+        raise SelfInstructError(
+            f"{out_dir}: cannot write the outputs ({exc.strerror or exc}); "
+            "free some space or choose another --output-dir"
+        ) from None
     except BaseException:
         for path in temp_paths:
             path.unlink(missing_ok=True)

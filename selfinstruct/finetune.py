@@ -86,16 +86,15 @@ def _imports() -> tuple[Any, Any, Any, Any, Any]:
 
 
 def resolve_base_model(name: str | None) -> str:
-    if name is None:
-        from selfinstruct.backends.local import converted_bundled_model
+    from selfinstruct.backends.local import check_model_name, converted_bundled_model
 
+    if name is None:
         return str(converted_bundled_model())
+    try:
+        check_model_name(name)
+    except SelfInstructError as exc:
+        raise SelfInstructError(str(exc).replace("model ", "base model ", 1)) from None
     path = Path(name).expanduser()
-    looks_local = name.startswith((".", "/", "~")) or path.suffix or name.count("/") != 1
-    if looks_local and not path.exists():
-        raise SelfInstructError(
-            f"base model {name!r} does not exist; give a local model folder or a Hugging Face id"
-        )
     return str(path) if path.exists() else name
 
 

@@ -229,6 +229,16 @@ class Generator:
     # -- the loop -----------------------------------------------------------------------
 
     def run(self) -> GenerateSummary:
+        try:
+            return self._run()
+        except OSError as exc:
+            # Rounds are committed whole, so a failed write leaves nothing half-done behind.
+            raise SelfInstructError(
+                f"{self.cfg.run_dir}: cannot write the run ({exc.strerror or exc}); free some "
+                "space or fix the permissions, then run the same command again to resume"
+            ) from None
+
+    def _run(self) -> GenerateSummary:
         started = time.perf_counter()
         with self.store:
             self._check_resume()

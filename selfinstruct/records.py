@@ -248,13 +248,36 @@ def _iter_json_list(path: Path, data: bytes) -> Iterator[Row | BadRow]:
 def read_rows(
     path: str | os.PathLike[str], *, skip_bad_rows: bool = False
 ) -> Iterator[Row | BadRow]:
-    """Like `iter_rows`, but a bad row raises InputError unless `skip_bad_rows` is set."""
-    for item in iter_rows(path):
+    """Like `iter_rows`, but a bad row raises InputError unless `skip_bad_rows` is set.
+
+    A repeated task id is a bad row too: ids name tasks in rejected.jsonl and in provenance.
+    """
+    first_seen: dict[str, int] = {}
+    for item in _with_duplicates_marked(iter_rows(path), first_seen):
         if isinstance(item, BadRow) and not skip_bad_rows:
             hint = "(use --skip-bad-rows to skip and count such rows)"
             if item.unit == "item":
                 raise InputError(path, f"item {item.line}: {item.message} {hint}")
             raise InputError(path, f"{item.message} {hint}", item.line)
+        yield item
+
+
+def _with_duplicates_marked(
+    items: Iterator[Row | BadRow], first_seen: dict[str, int]
+) -> Iterator[Row | BadRow]:
+    for item in items:
+        if isinstance(item, Row):
+            first = first_seen.setdefault(item.task.id, item.line)
+            if first != item.line:
+                unit = "item" if "#" in item.origin.rsplit("/", 1)[-1] else "line"
+                yield BadRow(
+                    item.line,
+                    item.origin,
+                    f"duplicate id {item.task.id!r} (first at {unit} {first})",
+                    json.dumps(item.raw, ensure_ascii=False),
+                    unit,
+                )
+                continue
         yield item
 
 

@@ -42,6 +42,17 @@ def bundled_gguf() -> Path:
     )
 
 
+def check_model_name(name: str) -> None:
+    """A path that does not exist is a user error; "org/name" may be a cached Hub model."""
+    path = Path(name).expanduser()
+    looks_local = name.startswith((".", "/", "~")) or bool(path.suffix) or name.count("/") != 1
+    if looks_local and not path.exists():
+        raise BackendError(
+            f"model {name!r} does not exist; give a local model folder or a "
+            "Hugging Face id (org/name) that is in the local cache"
+        )
+
+
 def _import_transformers() -> tuple[Any, Any]:
     try:
         import torch
@@ -97,11 +108,11 @@ class LocalBackend:
         chat: bool | None = None,
         batch_size: int = 8,
     ) -> None:
+        if model is not None:
+            check_model_name(model)
         torch, transformers = _import_transformers()
         self._torch = torch
         path: str | Path = converted_bundled_model() if model is None else model
-        if model is not None and not Path(model).exists() and "/" not in model:
-            raise BackendError(f"model {model!r} is neither a local path nor a Hugging Face id")
         self.model = BUNDLED if model is None else str(model)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
