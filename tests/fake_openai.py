@@ -95,7 +95,8 @@ class FakeOpenAI:
                 handler.connection.shutdown(2)
                 return
             if kind == "status":
-                payload = json.dumps({"error": {"message": f"status {action[1]}"}}).encode()
+                text = action[3] if len(action) > 3 else f"status {action[1]}"
+                payload = json.dumps({"error": {"message": text}}).encode()
                 self._send(handler, action[1], payload, action[2] if len(action) > 2 else {})
                 return
             if kind == "partial":

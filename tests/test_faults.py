@@ -132,3 +132,49 @@ def test_torn_last_lines_are_detected_and_repaired(tmp_path: Path) -> None:
         lines = (run / name).read_text().splitlines()
         assert all(json.loads(x) for x in lines)  # every line whole again
         assert (run / name).read_bytes() == (reference / name).read_bytes()
+
+
+def test_a_canary_key_reaches_no_file_log_or_error(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from fake_openai import FakeOpenAI
+
+    from selfinstruct.backends.base import SamplingParams
+    from selfinstruct.backends.openai_compat import OpenAIBackend
+
+    def echoing(body: dict, n: int) -> list:
+        # A careless proxy: error bodies repeat the request's credentials.
+        if n % 3 == 0:
+            return [("status", 400, {}, f"invalid request from Bearer {CANARY}")]
+        return faulty_brain(0.2, seed=n)(body, n)
+
+    with FakeOpenAI(echoing) as server:
+        os.environ["OPENAI_API_KEY"] = CANARY
+        try:
+            done = OpenAIBackend("m", [server.url], chat=False, backoff_base=0.01).generate(
+                ["Task: x\n"] * 9, SamplingParams()
+            )
+        finally:
+            del os.environ["OPENAI_API_KEY"]
+        assert all(CANARY not in (c.error or "") for c in done)
+        job = tmp_path / "job.yaml"
+        job.write_text(
+            f"run_dir: {tmp_path / 'run'}\ngenerate:\n  backend: openai\n"
+            f"  model: m\n  base_url: ['{server.url}']\n  chat: false\n"
+            "  target_tasks: 10\n  prompts_per_round: 3\nexport: null\n"
+        )
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OPENAI_API_KEY": CANARY}
+        result = subprocess.run(
+            [sys.executable, "-m", "selfinstruct.cli", "run", str(job), "--log-format", "json"],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+    assert result.returncode == 0, result.stderr
+    assert CANARY not in result.stdout + result.stderr
+    for path in (tmp_path / "run").rglob("*"):
+        if path.is_file():
+            assert CANARY not in path.read_text(errors="replace"), path

@@ -145,7 +145,9 @@ class OpenAIBackend:
                         ) from None
                     if status in (400, 413, 422):
                         return Completion(
-                            text="", finish_reason="error", error=f"HTTP {status}: {_short(exc)}"
+                            text="",
+                            finish_reason="error",
+                            error=self._redact(f"HTTP {status}: {_short(exc)}"),
                         )
                     last_error = f"HTTP {status}"
                     if status == 429:
@@ -205,6 +207,10 @@ class OpenAIBackend:
             )
         finish = "length" if choice.finish_reason == "length" else "stop"
         return Completion(text=text, finish_reason=finish, usage=usage)
+
+    def _redact(self, text: str) -> str:
+        # Servers and proxies sometimes echo request headers in error bodies.
+        return text.replace(self._key, "***") if self._key and self._key != "not-needed" else text
 
     def close(self) -> None:
         pass
