@@ -195,9 +195,12 @@ FAULTS: list[tuple[str, Action | list[Action]]] = [
 ]
 
 
-def faulty_brain(rate: float, seed: int = 0) -> Callable[[dict[str, Any], int], list[Action]]:
-    """Answer correctly (from the canned replies) or with a random fault, `rate` of the time.
+def faulty_brain(
+    rate: float, seed: int = 0, weights: dict[str, float] | None = None
+) -> Callable[[dict[str, Any], int], list[Action]]:
+    """Answer correctly (from the canned replies) or with a fault, `rate` of the time.
 
+    `weights` sets the proportions of the fault kinds (names from FAULTS; default: equal).
     Correct answers include finish_reason "length" and text that matches no expected format,
     which are valid responses the client must record, not retry.
     """
@@ -205,12 +208,16 @@ def faulty_brain(rate: float, seed: int = 0) -> Callable[[dict[str, Any], int], 
 
     rng = random.Random(seed)
     lock = threading.Lock()
+    kinds = [name for name, _ in FAULTS]
+    shares = [float((weights or {}).get(name, 0 if weights else 1)) for name in kinds]
+    plans = dict(FAULTS)
 
     def brain(body: dict[str, Any], n: int) -> list[Action]:
         with lock:
             roll, pick = rng.random(), rng.random()
+            kind = rng.choices(kinds, weights=shares)[0]
         if roll < rate:
-            return list(FAULTS[int(pick * len(FAULTS))][1])  # type: ignore[arg-type]
+            return list(plans[kind])  # type: ignore[arg-type]
         text = canned_reply(prompt_text(body))
         if pick < 0.05:
             return [("ok", text, "length")]

@@ -178,3 +178,11 @@ def test_a_canary_key_reaches_no_file_log_or_error(tmp_path: Path) -> None:
     for path in (tmp_path / "run").rglob("*"):
         if path.is_file():
             assert CANARY not in path.read_text(errors="replace"), path
+
+
+def test_fault_proportions_are_configurable() -> None:
+    brain = faulty_brain(1.0, seed=3, weights={"503": 3, "empty choices": 1})
+    seen = [brain({"prompt": "x"}, n)[0] for n in range(400)]
+    kinds = {action[0] if action[0] != "status" else action[1] for action in seen}
+    assert kinds == {503, "empty"}
+    assert 0.65 < sum(a[0] == "status" for a in seen) / len(seen) < 0.85
