@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import random
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -163,44 +157,6 @@ def test_lock_and_changed_settings(tmp_path: Path) -> None:
     run_generate(cfg)
     with pytest.raises(SelfInstructError, match=r"different settings.*seed"):
         run_generate(config(tmp_path, seed=5))
-
-
-def _uninterrupted(tmp_path: Path, target: int) -> list[dict]:
-    run_generate(config(tmp_path / "ref", target_tasks=target, prompts_per_round=3))
-    return read(tmp_path / "ref" / "run" / "tasks.jsonl")
-
-
-@pytest.mark.parametrize("kills", [6])
-def test_resume_after_kill_equals_uninterrupted(tmp_path: Path, kills: int) -> None:
-    target = 150
-    expected = _uninterrupted(tmp_path, target)
-    run_dir = tmp_path / "killed"
-    cmd = [
-        sys.executable,
-        "-m",
-        "selfinstruct.cli",
-        "generate",
-        "--dry-run",
-        "-q",
-        "--run-dir",
-        str(run_dir),
-        "-n",
-        str(target),
-        "--prompts-per-round",
-        "3",
-    ]
-    rng = random.Random(11)
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    for _ in range(kills):
-        proc = subprocess.Popen(cmd, env=env)
-        time.sleep(rng.uniform(0.3, 1.2))
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    done = subprocess.run(cmd, env=env)
-    assert done.returncode == 0
-    assert read(run_dir / "tasks.jsonl") == expected
-    ids = [r["id"] for r in read(run_dir / "requests.jsonl")]
-    assert len(ids) == len(set(ids))  # no request asked twice
 
 
 def test_canned_replies_are_a_function_of_the_prompt() -> None:
