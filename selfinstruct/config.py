@@ -118,13 +118,20 @@ def build_config(model: type[C], file: str | os.PathLike[str] | None, flags: dic
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "config"
-            msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.append(f"'{key}': {msg}")
+        problems = [f"'{key}': {msg}" for key, msg in validation_problems(exc, "config")]
         where = f"{file}: " if file is not None else ""
         raise ConfigError(f"{where}bad configuration: " + "; ".join(problems)) from None
+
+
+def validation_problems(exc: ValidationError, root: str = "") -> list[tuple[str, str]]:
+    """(dotted key, message) for each error; a misspelt key reads "unknown option"."""
+    return [
+        (
+            ".".join(str(p) for p in err["loc"]) or root,
+            "unknown option" if err["type"] == "extra_forbidden" else err["msg"],
+        )
+        for err in exc.errors()
+    ]
 
 
 class SamplingConfig(BaseModel):

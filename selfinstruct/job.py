@@ -22,7 +22,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from selfinstruct.config import FilterConfig, GenerateConfig, load_config_file
+from selfinstruct.config import (
+    FilterConfig,
+    GenerateConfig,
+    load_config_file,
+    validation_problems,
+)
 from selfinstruct.errors import ConfigError, SelfInstructError
 from selfinstruct.store import acquire_lock, write_json_atomic
 
@@ -69,9 +74,7 @@ class JobFile(BaseModel):
             try:
                 build()
             except ValidationError as exc:
-                err = exc.errors()[0]
-                key = ".".join(str(p) for p in err["loc"])
-                msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
+                key, msg = validation_problems(exc)[0]
                 raise ValueError(f"{name}.{key}: {msg}") from None
         return self
 
@@ -162,11 +165,10 @@ def load_job(path: Path) -> tuple[JobFile, dict[str, Any]]:
     try:
         return JobFile.model_validate(expand_env(raw)), raw
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"]) or "job"
-            msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.append(f"'{key}': {msg}".replace("Value error, ", ""))
+        problems = [
+            f"'{key}': {msg}".replace("Value error, ", "")
+            for key, msg in validation_problems(exc, "job")
+        ]
         raise ConfigError(f"{path}: bad job file: " + "; ".join(problems)) from None
 
 
