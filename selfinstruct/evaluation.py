@@ -22,6 +22,7 @@ from selfinstruct.errors import SelfInstructError
 from selfinstruct.export import Example, to_examples
 from selfinstruct.records import read_tasks
 from selfinstruct.similarity import rouge_l_fmeasure
+from selfinstruct.store import write_json_atomic
 from selfinstruct.tokens import rouge_tokenize
 
 DEFAULT_HELD_OUT = (
@@ -201,9 +202,7 @@ def run_eval(cfg: EvalConfig) -> EvalSummary:
             )
         )
     summary = EvalSummary(examples=len(examples), variants=results, output_dir=str(cfg.output_dir))
-    (cfg.output_dir / "eval_summary.json").write_text(
-        json.dumps(summary.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8"
-    )
+    write_json_atomic(cfg.output_dir / "eval_summary.json", summary.model_dump(mode="json"))
     return summary
 
 

@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
-from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
@@ -36,6 +35,7 @@ from selfinstruct.records import (
     sample_instructions,
 )
 from selfinstruct.similarity import RougeLIndex
+from selfinstruct.store import write_json_atomic
 from selfinstruct.tokens import TOKENIZERS, TokenEncoder, document_frequencies
 
 T = TypeVar("T")
@@ -318,7 +318,7 @@ def run_filter(
     summary.seconds = round(time.perf_counter() - started, 3)
     temp_paths[0].replace(summary.kept_path)
     temp_paths[1].replace(summary.rejected_path)
-    _write_json(out_dir / "summary.json", summary.model_dump(mode="json"))
+    write_json_atomic(out_dir / "summary.json", summary.model_dump(mode="json"))
     return summary
 
 
@@ -356,9 +356,3 @@ class _Novelty:
                 f'"threshold": {self.threshold_json}}}, {chunk.tail_json[k]}'
             )
             decided.append((chunk.lines[k], False, line))
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)

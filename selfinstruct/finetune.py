@@ -9,7 +9,6 @@ output directory holds the trainer's checkpoints (the same command resumes from 
 
 from __future__ import annotations
 
-import json
 import resource
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from selfinstruct.errors import SelfInstructError
 from selfinstruct.export import prompt_completion_row, source_tasks, to_examples
+from selfinstruct.store import write_json_atomic
 
 INSTALL_HINT = "pip install 'selfinstruct[finetune]'"
 
@@ -240,7 +240,5 @@ def run_finetune(cfg: FinetuneConfig) -> TrainingSummary:
         resumed_from=last,
         config=cfg.model_dump(mode="json"),
     )
-    (cfg.output_dir / "training_summary.json").write_text(
-        json.dumps(summary.model_dump(mode="json"), indent=2) + "\n", encoding="utf-8"
-    )
+    write_json_atomic(cfg.output_dir / "training_summary.json", summary.model_dump(mode="json"))
     return summary

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from selfinstruct.errors import SelfInstructError
 from selfinstruct.records import Rejected, Task, read_tasks
 from selfinstruct.similarity import RougeLIndex
-from selfinstruct.store import _read_jsonl_prefix
+from selfinstruct.store import RunStore
 
 SECTIONS = ("funnel", "similarity", "lengths", "classification", "instances", "verbs")
 
@@ -43,13 +43,10 @@ def _generate_dir(run: Path) -> Path:
 
 
 def _load(run: Path) -> tuple[list[Task], list[Rejected], dict[str, Any], dict[str, Any]]:
-    tasks = [Task.model_validate(r) for r in _read_jsonl_prefix(run / "tasks.jsonl")[0]]
-    rejected = [Rejected.model_validate(r) for r in _read_jsonl_prefix(run / "rejected.jsonl")[0]]
-    manifest = (
-        json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").exists() else {}
-    )
-    usage = json.loads((run / "usage.json").read_text()) if (run / "usage.json").exists() else {}
-    return tasks, rejected, manifest, usage
+    store = RunStore(run)  # read-only use: no lock needed to read whole lines
+    usage_path = store.usage_path
+    usage = json.loads(usage_path.read_text()) if usage_path.exists() else {}
+    return store.tasks(), store.rejected(), store.manifest() or {}, usage
 
 
 def _figure_png(fig: Any) -> bytes:
