@@ -122,15 +122,8 @@ class LocalBackend:
         except OSError as exc:
             raise BackendError(f"cannot load model {path} ({exc})") from None
         self.lm.to(self.device).eval()
-        self.tokenizer.padding_side = "left"  # decoder-only models generate after the prompt
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        has_template = bool(getattr(self.tokenizer, "chat_template", None))
         # Few-shot list continuation works best as raw completion even on instruct models.
-        self.chat = bool(chat) and has_template
-        self.batch_size = batch_size
-        self.generated_tokens = 0
-        self.generation_seconds = 0.0
+        self._attach(bool(chat), batch_size)
 
     @classmethod
     def from_loaded(
@@ -141,14 +134,18 @@ class LocalBackend:
         self = cls.__new__(cls)
         self._torch, self.lm, self.tokenizer, self.model = torch, lm, tokenizer, name
         self.device = str(next(lm.parameters()).device)
-        self.tokenizer.padding_side = "left"
+        self._attach(chat, batch_size)
+        return self
+
+    def _attach(self, chat: bool, batch_size: int) -> None:
+        """Ready the loaded tokenizer for batched generation; reset the speed counters."""
+        self.tokenizer.padding_side = "left"  # decoder-only models generate after the prompt
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.chat = chat and bool(getattr(tokenizer, "chat_template", None))
+        self.chat = chat and bool(getattr(self.tokenizer, "chat_template", None))
         self.batch_size = batch_size
         self.generated_tokens = 0
         self.generation_seconds = 0.0
-        return self
 
     def _text(self, prompt: Prompt) -> str:
         if isinstance(prompt, str):
