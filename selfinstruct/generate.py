@@ -146,6 +146,7 @@ class Generator:
         self.on_progress = on_progress
         self.templates = Templates.load(cfg.prompts_dir)
         self.seeds = read_tasks(cfg.seed_tasks)
+        self.seed_sha256 = hashlib.sha256(cfg.seed_tasks.read_bytes()).hexdigest()
         if not self.seeds:
             raise SelfInstructError(f"{cfg.seed_tasks}: no seed tasks; give a file with tasks")
         self.rules = RuleFilter(cfg.rules)
@@ -170,12 +171,8 @@ class Generator:
     # -- bookkeeping --------------------------------------------------------------------
 
     def _usage(self) -> tuple[int, int, int]:
-        entries = self.store.journal.values()
-        return (
-            len(self.store.journal),
-            sum(e.prompt_tokens for e in entries),
-            sum(e.completion_tokens for e in entries),
-        )
+        store = self.store
+        return len(store.journal), store.prompt_tokens, store.completion_tokens
 
     def _cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         price = self.cfg.prices.get(self.backend.model)
@@ -387,9 +384,7 @@ class Generator:
                         )
                     )
                     continue
-                scores = index.scores(text)  # exhaustive, for the provenance fields
-                top = scores.argsort(kind="stable")[::-1][:10]
-                match = index.add_if_novel(text)
+                match = index.find_duplicate(text)
                 if match is not None:
                     rejected.append(
                         Rejected(
@@ -401,11 +396,14 @@ class Generator:
                         )
                     )
                     continue
+                # Provenance against the pool as it was, for novel instructions only.
+                scores = index.scores(text)
+                index.add(text)
                 candidates.append(
                     _Candidate(
                         instruction=text,
                         request_id=rid,
-                        most_similar={index.texts[i]: float(scores[i]) for i in top.tolist()},
+                        most_similar={m.text: m.score for m in index.top_matches(scores, 10)},
                         avg_similarity=float(scores.mean()) if len(scores) else None,
                     )
                 )
@@ -508,7 +506,6 @@ class Generator:
                 "model": self.backend.model,
             }
         )
-        seeds_bytes = self.cfg.seed_tasks.read_bytes()
         self.store.write_manifest(
             {
                 "status": status,
@@ -516,7 +513,7 @@ class Generator:
                 "package_version": __version__,
                 "backend": self.backend.name,
                 "model": self.backend.model,
-                "seed_file_sha256": hashlib.sha256(seeds_bytes).hexdigest(),
+                "seed_file_sha256": self.seed_sha256,
                 "config": self.cfg.model_dump(mode="json"),
                 "resume_key": self.cfg.resume_key(),
                 "counts": {

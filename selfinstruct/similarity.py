@@ -523,7 +523,10 @@ class RougeLIndex:
 
     def most_similar(self, text: str, k: int = 10, workers: int = 1) -> list[Match]:
         """The k entries most similar to `text`, by exhaustive comparison (highest first)."""
-        scores = self.scores(text, workers=workers)
+        return self.top_matches(self.scores(text, workers=workers), k)
+
+    def top_matches(self, scores: np.ndarray, k: int = 10) -> list[Match]:
+        """The k highest of `scores` (from `scores()`), earliest entry first on ties."""
         if k <= 0 or len(scores) == 0:
             return []
         top = np.argsort(-scores, kind="stable")[:k]

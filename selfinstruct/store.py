@@ -119,6 +119,9 @@ class RunStore:
         self._lock_fh: Any = None
         self._files: dict[str, Any] = {}
         self.journal: dict[str, JournalEntry] = {}
+        # Running totals of the journal's usage: budgets are checked before every batch.
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
         self.rounds: list[RoundMarker] = []
 
     # -- opening ------------------------------------------------------------------------
@@ -141,6 +144,8 @@ class RunStore:
         entries, size = _read_jsonl_prefix(self.journal_path)
         self._truncate(self.journal_path, size)
         self.journal = {e["id"]: JournalEntry.model_validate(e) for e in entries}
+        self.prompt_tokens = sum(e.prompt_tokens for e in self.journal.values())
+        self.completion_tokens = sum(e.completion_tokens for e in self.journal.values())
         for name, path in (
             ("tasks", self.tasks_path),
             ("rejected", self.rejected_path),
@@ -202,6 +207,8 @@ class RunStore:
         fh.write(entry.model_dump_json() + "\n")
         fh.flush()
         self.journal[entry.id] = entry
+        self.prompt_tokens += entry.prompt_tokens
+        self.completion_tokens += entry.completion_tokens
 
     def commit_round(
         self,
