@@ -158,38 +158,31 @@ def parse_is_classification(text: str) -> bool | None:
 # -- stage 4: instances --------------------------------------------------------------------
 
 
+def _instance_examples(tasks: list[Task], pair: str, between: str) -> str:
+    """Few-shot blocks: each task's instruction, then its instances in `pair`'s format."""
+    return "\n\n".join(
+        f"Task: {_one_line(task.instruction)}\n"
+        + between.join(pair.format(input=i.input, output=i.output) for i in task.instances)
+        for task in tasks
+    )
+
+
 def input_first_examples(tasks: list[Task]) -> str:
-    blocks = []
-    for task in tasks:
-        pairs = "\n\n".join(f"Input: {i.input}\nOutput: {i.output}" for i in task.instances)
-        blocks.append(f"Task: {_one_line(task.instruction)}\n{pairs}")
-    return "\n\n".join(blocks)
+    return _instance_examples(tasks, "Input: {input}\nOutput: {output}", "\n\n")
 
 
 def output_first_examples(tasks: list[Task]) -> str:
-    blocks = []
-    for task in tasks:
-        pairs = "\n".join(f"Class label: {i.output}\nInput: {i.input}" for i in task.instances)
-        blocks.append(f"Task: {_one_line(task.instruction)}\n{pairs}")
-    return "\n\n".join(blocks)
+    return _instance_examples(tasks, "Class label: {output}\nInput: {input}", "\n")
 
 
 def render_instances(
     templates: Templates, examples: list[Task], instruction: str, classification: bool, chat: bool
 ) -> Prompt:
     if classification:
-        return templates.render(
-            "instances_output_first",
-            chat,
-            examples=output_first_examples(examples),
-            instruction=_one_line(instruction),
-        )
-    return templates.render(
-        "instances_input_first",
-        chat,
-        examples=input_first_examples(examples),
-        instruction=_one_line(instruction),
-    )
+        stage, shown = "instances_output_first", output_first_examples(examples)
+    else:
+        stage, shown = "instances_input_first", input_first_examples(examples)
+    return templates.render(stage, chat, examples=shown, instruction=_one_line(instruction))
 
 
 def _cut_at_next_task(text: str) -> str:
