@@ -28,7 +28,7 @@ def build_tasks(path: Path, tokenizer: object, want: int = 64) -> int:
     from selfinstruct.records import read_tasks
 
     keep = []
-    for example in to_examples(read_tasks(USER_ORIENTED)):
+    for example in to_examples(read_tasks(USER_ORIENTED)).examples:
         row = prompt_completion_row(example)
         ids = tokenizer.apply_chat_template(
             row["prompt"] + row["completion"], tokenize=True, return_dict=True
@@ -55,7 +55,7 @@ def plain_trl(data: Path, base: str, steps: int, out: Path) -> tuple[float, int]
     from selfinstruct.export import prompt_completion_row, to_examples
     from selfinstruct.records import read_tasks
 
-    rows = [prompt_completion_row(e) for e in to_examples(read_tasks(data))]
+    rows = [prompt_completion_row(e) for e in to_examples(read_tasks(data)).examples]
     gpu = torch.cuda.is_available()
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(

@@ -226,8 +226,23 @@ def _print_generate_summary(summary: Any) -> None:
         table.add_row("estimated cost", f"${summary.cost_usd:.4f}")
     for reason, count in sorted(summary.rejected.items(), key=lambda kv: -kv[1]):
         table.add_row(f"rejected: {reason}", f"{count:,}")
+    for reason, count in sorted(summary.instances_dropped.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"instances dropped: {reason}", f"{count:,}")
     out.print(table)
+    out.print(_table1(summary.table1))
     out.print(f"{summary.status}: {summary.message} ({summary.seconds:.1f} s)", highlight=False)
+
+
+def _table1(stats: Any) -> Table:
+    from selfinstruct.stats import table1_rows
+
+    table = Table(title="Table 1 (the paper's statistics)", header_style="bold")
+    table.add_column("statistic")
+    table.add_column("this run", justify="right")
+    table.add_column("paper (GPT-3)", justify="right")
+    for row in table1_rows(stats):
+        table.add_row(*row)
+    return table
 
 
 @app.command(name="filter")
@@ -399,18 +414,41 @@ def export(
     ] = "messages",
     seed: Annotated[int, typer.Option(help="Chooses each example's prompt template")] = 0,
     system: Annotated[str | None, typer.Option(help="System message for chat formats")] = None,
+    max_per_task: Annotated[
+        int | None, typer.Option(help="Examples per task at most (default: 5, as the paper)")
+    ] = None,
+    include_seeds: Annotated[
+        bool, typer.Option("--include-seeds", help="Also export the seed tasks")
+    ] = False,
+    seed_tasks: Annotated[
+        Path | None, typer.Option(help="Seed file for --include-seeds (default: the run's)")
+    ] = None,
 ) -> None:
     """Write tasks as training examples (one per instance) in a trainer's format."""
     from selfinstruct.config import build_config
     from selfinstruct.export import ExportConfig
     from selfinstruct.export import export as run_export
 
-    flags = {"source": source, "output": output, "format": format, "seed": seed, "system": system}
+    flags = {
+        "source": source,
+        "output": output,
+        "format": format,
+        "seed": seed,
+        "system": system,
+        "max_per_task": max_per_task,
+        "include_seeds": include_seeds or None,
+        "seed_tasks": seed_tasks,
+    }
     try:
-        count = run_export(build_config(ExportConfig, None, flags))
+        summary = run_export(build_config(ExportConfig, None, flags))
     except SelfInstructError as exc:
         raise _fail(exc) from None
-    out.print(f"{count:,} examples -> {output} ({format})", highlight=False)
+    dropped = ", ".join(f"{k} {v}" for k, v in summary.dropped.items())
+    out.print(
+        f"{summary.examples:,} examples -> {output} ({format})"
+        + (f"; left out: {dropped}" if dropped else ""),
+        highlight=False,
+    )
 
 
 @app.command()

@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from selfinstruct.errors import ConfigError
-from selfinstruct.filters import RuleConfig
+from selfinstruct.rules import RuleConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -204,12 +204,19 @@ class GenerateConfig(BaseModel):
     human_examples: int = Field(6, ge=0, description="paper: 6 seed instructions per prompt")
     machine_examples: int = Field(2, ge=0, description="paper: 2 machine instructions")
     max_new_per_prompt: int = Field(
-        8, ge=1, description="paper: stop at the 16th item (8 shown + 8 new)"
+        7,
+        ge=1,
+        description="new instructions per prompt; paper: 7 (8 shown, the list stops at item 16)",
     )
     instruction_sampling: InstructionSampling = Field(default_factory=InstructionSampling)
     instance_sampling: InstanceSampling = Field(default_factory=InstanceSampling)
     classification_examples: int = Field(12, ge=2, description="few-shot yes/no examples")
     instance_examples: int = Field(3, ge=1, description="few-shot tasks in instance prompts")
+    demonstrations: Literal["similar", "random"] = Field(
+        "similar",
+        description="few-shot seeds for the classification and instance prompts: the most "
+        "similar to each task (better on small models), or one fixed random set (the paper)",
+    )
     max_instances: int = Field(5, ge=1, description="paper: at most 5 instances per task")
     threshold: float = Field(0.7, ge=0.0, le=1.0, description="paper: drop if ROUGE-L > 0.7")
     tokenizer: Literal["rouge", "unicode"] = "rouge"

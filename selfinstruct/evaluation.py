@@ -135,7 +135,7 @@ def run_eval(cfg: EvalConfig) -> EvalSummary:
 
     if not cfg.data.exists():
         raise SelfInstructError(f"{cfg.data}: held-out file not found; pass --data")
-    examples = to_examples(read_tasks(cfg.data))
+    examples = to_examples(read_tasks(cfg.data)).examples
     if cfg.limit is not None:
         examples = examples[: cfg.limit]
     if not examples:

@@ -1,6 +1,8 @@
 """Tasks → instruction-tuning examples, in the formats trainers and services read.
 
-Each instance becomes one example. The instruction and input are joined with one of several
+Each instance becomes one example, at most `max_per_task` per task (the paper keeps 5), and an
+example identical to an earlier one (same instruction, input and output, or the same prompt and
+response) is written once. The instruction and input are joined with one of several
 templates, chosen per example by a seeded RNG: the paper varies the format so that the model
 learns to follow instructions, not one layout. Formats: `alpaca` (JSON list of
 instruction/input/output), `messages` (chat JSONL, the OpenAI fine-tuning and TRL
@@ -13,7 +15,9 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -59,6 +63,24 @@ class ExportConfig(BaseModel):
     format: ExportFormat = "messages"
     seed: int = Field(0, description="chooses the prompt template of each example")
     system: str | None = Field(None, description="a system message for chat formats")
+    max_per_task: int | None = Field(
+        5, ge=1, description="examples per task at most (paper: 5); None keeps every instance"
+    )
+    include_seeds: bool = Field(
+        False, description="also export the seed tasks (paper: --include_seed_tasks)"
+    )
+    seed_tasks: Path | None = Field(
+        None, description="seed file for include_seeds (default: the run's, from its manifest)"
+    )
+
+
+class ExportSummary(BaseModel):
+    """What was written, and what was left out and why."""
+
+    examples: int
+    tasks: int
+    seed_tasks: int = 0
+    dropped: dict[str, int] = Field(default_factory=dict)  # duplicate, over_cap
 
 
 def source_tasks(source: Path) -> list[Task]:
@@ -71,23 +93,47 @@ def source_tasks(source: Path) -> list[Task]:
     return read_tasks(path)
 
 
-def to_examples(tasks: Iterable[Task], seed: int = 0) -> list[Example]:
+@dataclass
+class Examples:
+    examples: list[Example]
+    dropped: Counter[str]
+
+
+def to_examples(tasks: Iterable[Task], seed: int = 0, max_per_task: int | None = None) -> Examples:
+    """One example per instance (up to `max_per_task` per task), duplicates written once."""
     rng = random.Random(seed)
-    examples = []
+    examples: list[Example] = []
+    dropped: Counter[str] = Counter()
+    seen_records: set[tuple[str, str, str]] = set()
+    seen_pairs: set[tuple[str, str]] = set()
     for task in tasks:
+        used = 0
         for inst in task.instances:
-            template = rng.choice(WITH_INPUT if inst.input.strip() else WITHOUT_INPUT)
-            prompt = template.format(instruction=task.instruction.strip(), input=inst.input.strip())
+            record = (task.instruction.strip(), inst.input.strip(), inst.output.strip())
+            if record in seen_records:
+                dropped["duplicate"] += 1
+                continue
+            if max_per_task is not None and used >= max_per_task:
+                dropped["over_cap"] += 1
+                continue
+            template = rng.choice(WITH_INPUT if record[1] else WITHOUT_INPUT)
+            prompt = template.format(instruction=record[0], input=record[1])
+            if (prompt, record[2]) in seen_pairs:
+                dropped["duplicate"] += 1
+                continue
+            seen_records.add(record)
+            seen_pairs.add((prompt, record[2]))
+            used += 1
             examples.append(
                 Example(
                     prompt=prompt,
-                    response=inst.output.strip(),
+                    response=record[2],
                     instruction=task.instruction,
                     input=inst.input,
                     task_id=task.id,
                 )
             )
-    return examples
+    return Examples(examples, dropped)
 
 
 def _chat(example: Example, system: str | None) -> list[dict[str, str]]:
@@ -102,9 +148,25 @@ def prompt_completion_row(example: Example, system: str | None = None) -> dict[s
     }
 
 
-def export(cfg: ExportConfig) -> int:
-    """Write the examples of `cfg.source` to `cfg.output`; returns how many."""
-    examples = to_examples(source_tasks(cfg.source), cfg.seed)
+def _seed_tasks(cfg: ExportConfig) -> list[Task]:
+    path = cfg.seed_tasks
+    if path is None and cfg.source.is_dir() and (cfg.source / "manifest.json").exists():
+        manifest = json.loads((cfg.source / "manifest.json").read_text(encoding="utf-8"))
+        found = manifest.get("config", {}).get("seed_tasks")
+        path = Path(found) if found else None
+    if path is None:
+        raise SelfInstructError(
+            f"{cfg.source}: include_seeds needs the seed file; pass --seed-tasks PATH"
+        )
+    return [t.model_copy(update={"source": "seed"}) for t in read_tasks(path)]
+
+
+def export(cfg: ExportConfig) -> ExportSummary:
+    """Write the examples of `cfg.source` to `cfg.output`; returns what was written."""
+    tasks = source_tasks(cfg.source)
+    seeds = _seed_tasks(cfg) if cfg.include_seeds else []
+    built = to_examples([*tasks, *seeds], cfg.seed, cfg.max_per_task)
+    examples = built.examples
     if not examples:
         raise SelfInstructError(
             f"{cfg.source}: no task has an instance, so there is nothing to "
@@ -155,4 +217,9 @@ def export(cfg: ExportConfig) -> int:
         Dataset.from_list([prompt_completion_row(e, cfg.system) for e in examples]).save_to_disk(
             str(cfg.output)
         )
-    return len(examples)
+    return ExportSummary(
+        examples=len(examples),
+        tasks=len(tasks),
+        seed_tasks=len(seeds),
+        dropped=dict(built.dropped),
+    )

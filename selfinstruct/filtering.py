@@ -25,7 +25,6 @@ from pydantic import BaseModel, Field
 
 from selfinstruct.config import FilterConfig
 from selfinstruct.errors import InputError, SelfInstructError
-from selfinstruct.filters import RuleFilter
 from selfinstruct.records import (
     BadRow,
     Rejected,
@@ -34,6 +33,7 @@ from selfinstruct.records import (
     read_tasks,
     sample_instructions,
 )
+from selfinstruct.rules import RuleFilter
 from selfinstruct.similarity import RougeLIndex
 from selfinstruct.store import write_json_atomic
 from selfinstruct.tokens import TOKENIZERS, TokenEncoder, document_frequencies

@@ -124,7 +124,7 @@ def run_finetune(cfg: FinetuneConfig) -> TrainingSummary:
     torch, transformers, peft, trl, datasets = _imports()
     device = _device(cfg, torch)
     on_gpu = device.startswith("cuda")
-    examples = to_examples(source_tasks(cfg.data), cfg.seed)
+    examples = to_examples(source_tasks(cfg.data), cfg.seed, max_per_task=5).examples
     if not examples:
         raise SelfInstructError(
             f"{cfg.data}: no task has an instance, so there is nothing to "

@@ -27,18 +27,18 @@ from selfinstruct import __version__
 from selfinstruct.backends.base import Backend, Completion, Prompt, SamplingParams
 from selfinstruct.config import GenerateConfig, SamplingConfig
 from selfinstruct.errors import SelfInstructError
-from selfinstruct.filters import RuleFilter
+from selfinstruct.parsing import parse_instances, parse_instructions, parse_is_classification
 from selfinstruct.prompts import (
+    Demonstrations,
     Templates,
-    parse_instances,
-    parse_instructions,
-    parse_is_classification,
     render_instances,
     render_instructions,
     render_is_classification,
 )
-from selfinstruct.records import Instance, Rejected, Task, read_tasks
+from selfinstruct.records import Rejected, Task, read_tasks
+from selfinstruct.rules import RuleFilter, filter_instances
 from selfinstruct.similarity import RougeLIndex
+from selfinstruct.stats import Table1, table1
 from selfinstruct.store import JournalEntry, RunStore
 from selfinstruct.tokens import document_frequencies
 
@@ -58,6 +58,8 @@ class GenerateSummary(BaseModel):
     completion_tokens: int
     cost_usd: float | None
     rejected: dict[str, int] = Field(default_factory=dict)
+    instances_dropped: dict[str, int] = Field(default_factory=dict)
+    table1: Table1
     seconds: float = 0.0
 
 
@@ -109,29 +111,6 @@ def _params(
     )
 
 
-def filter_instances(instances: list[Instance], cap: int) -> tuple[list[Instance], str | None]:
-    """The paper's instance filters. Returns the kept instances, or a reason to drop the task."""
-    outputs_by_input: dict[str, set[str]] = {}
-    kept: list[Instance] = []
-    seen: set[tuple[str, str]] = set()
-    for inst in instances:
-        if not inst.output.strip():
-            continue  # empty output
-        if inst.input.strip() and inst.input.strip() == inst.output.strip():
-            continue  # the input is the output
-        key = (inst.input.strip(), inst.output.strip())
-        if key in seen:
-            continue  # exact duplicate
-        seen.add(key)
-        outputs_by_input.setdefault(key[0], set()).add(key[1])
-        kept.append(inst)
-    if any(len(outs) > 1 for inp, outs in outputs_by_input.items() if inp):
-        return [], "same_input_different_outputs"
-    if not kept:
-        return [], "no_valid_instances"
-    return kept[:cap], None
-
-
 class Generator:
     """Runs the loop for one config against one backend and run directory."""
 
@@ -153,20 +132,7 @@ class Generator:
         self.store = RunStore(cfg.run_dir)
         self.chat = backend.chat
         # Few-shot examples for the classification and instance stages come from the seeds.
-        rng = random.Random(f"{cfg.seed}:examples")
-        cls = [t for t in self.seeds if t.is_classification]
-        other = [t for t in self.seeds if t.is_classification is False]
-        half = cfg.classification_examples // 2
-        self.cls_examples = rng.sample(cls, min(half, len(cls))) + rng.sample(
-            other, min(cfg.classification_examples - half, len(other))
-        )
-        rng.shuffle(self.cls_examples)
-        self.cls_instance_examples = [t for t in cls if t.instances][: cfg.instance_examples]
-        self.other_instance_examples = [t for t in other if any(i.input for i in t.instances)]
-        self.other_instance_examples = (
-            self.other_instance_examples[: cfg.instance_examples - 1]
-            + [t for t in other if not any(i.input for i in t.instances)][:1]
-        )
+        self.demos = Demonstrations(self.seeds, cfg.demonstrations, cfg.seed, cfg.tokenizer)
 
     # -- bookkeeping --------------------------------------------------------------------
 
@@ -241,7 +207,8 @@ class Generator:
             self._check_resume()
             accepted = self.store.tasks()
             rejected_so_far = self.store.rejected()
-            rejected_counts = Counter(r.reason for r in rejected_so_far)
+            rejected_counts = Counter(r.reason for r in rejected_so_far if r.stage != "instance")
+            instance_drops = Counter(r.reason for r in rejected_so_far if r.stage == "instance")
             index = self._build_index(accepted, rejected_so_far)
             pending = (
                 [_Candidate(**p) for p in self.store.rounds[-1].pending]
@@ -255,7 +222,7 @@ class Generator:
                     break
                 streak += 1
             status, message = DONE, ""
-            self._write_manifest("running", accepted, rejected_counts)
+            self._write_manifest("running", accepted, rejected_counts, instance_drops)
             while True:
                 if len(accepted) >= self.cfg.target_tasks:
                     status = DONE
@@ -279,15 +246,16 @@ class Generator:
                 new_tasks, new_rejected, pending = self._round(round_no, accepted, index, pending)
                 accepted_before = len(accepted)
                 accepted.extend(new_tasks)
-                rejected_counts.update(r.reason for r in new_rejected)
+                rejected_counts.update(r.reason for r in new_rejected if r.stage != "instance")
+                instance_drops.update(r.reason for r in new_rejected if r.stage == "instance")
                 self.store.commit_round(
                     round_no, new_tasks, new_rejected, [p.to_pending() for p in pending]
                 )
                 streak = 0 if len(accepted) > accepted_before else streak + 1
                 round_no += 1
-                self._write_manifest("running", accepted, rejected_counts)
+                self._write_manifest("running", accepted, rejected_counts, instance_drops)
                 self._report(accepted, round_no, rejected_counts, started)
-            self._write_manifest(status, accepted, rejected_counts, message)
+            self._write_manifest(status, accepted, rejected_counts, instance_drops, message)
             requests, prompt, completion = self._usage()
             return GenerateSummary(
                 status=status,
@@ -301,6 +269,8 @@ class Generator:
                 completion_tokens=completion,
                 cost_usd=self._cost(prompt, completion),
                 rejected=dict(rejected_counts),
+                instances_dropped=dict(instance_drops),
+                table1=table1(accepted),
                 seconds=round(time.perf_counter() - started, 3),
             )
 
@@ -359,8 +329,10 @@ class Generator:
             )
             ids.append(f"{round_no}:instructions:{p}")
         shown = min(cfg.human_examples + cfg.machine_examples, len(self.seeds))
-        stop = () if self.chat else (f"\n{shown + cfg.max_new_per_prompt + 1}.",)
-        # A completion prompt ends mid-list: keep the model writing until the stop number.
+        # A completion prompt ends mid-list ("9."): keep the model writing until the number
+        # after the last new item, or a blank line (the paper's stops).
+        last = shown + cfg.max_new_per_prompt + 1
+        stop = () if self.chat else (f"\n{last}.", f"\n{last} .", "\n\n")
         params = _params(
             cfg.instruction_sampling, stop, seed=cfg.seed + round_no, ignore_eos=not self.chat
         )
@@ -371,7 +343,11 @@ class Generator:
             if completion is None:
                 continue
             parsed = parse_instructions(
-                completion.text, completion.finish_reason == "length", continues_list=not self.chat
+                completion.text,
+                completion.finish_reason == "length",
+                continues_list=not self.chat,
+                first_number=None if self.chat else shown + 1,
+                max_items=cfg.max_new_per_prompt,
             )
             for reason, raw in parsed.dropped:
                 rejected.append(Rejected(stage="parse", reason=reason, text=raw, id=rid))
@@ -419,11 +395,21 @@ class Generator:
         todo = [c for c in candidates if c.is_classification is None]
         ids = [f"{round_no}:classification:{k}" for k in range(len(todo))]
         prompts = [
-            render_is_classification(self.templates, self.cls_examples, c.instruction, self.chat)
+            render_is_classification(
+                self.templates,
+                self.demos.for_classification(c.instruction, cfg.classification_examples),
+                c.instruction,
+                self.chat,
+            )
             for c in todo
         ]
+        # The paper's settings: greedy, 3 tokens, stop at the end of the line. A chat model
+        # may answer in a short sentence, so it gets a few more tokens.
         params = SamplingParams(
-            temperature=0.0, top_p=1.0, max_tokens=3, stop=() if self.chat else ("\n",)
+            temperature=0.0,
+            top_p=1.0,
+            max_tokens=16 if self.chat else 3,
+            stop=() if self.chat else ("\n", "Task"),
         )
         for cand, completion in zip(
             todo, self._call("classification", ids, prompts, params), strict=True
@@ -437,23 +423,20 @@ class Generator:
         waiting = {id(c) for c in pending}
         ready = [c for c in candidates if id(c) not in waiting]
         ids = [f"{round_no}:instances:{k}" for k in range(len(ready))]
-        prompts = []
-        for cand in ready:
-            examples = (
-                self.cls_instance_examples
-                if cand.is_classification
-                else self.other_instance_examples
+        prompts = [
+            render_instances(
+                self.templates,
+                self.demos.for_instances(
+                    cand.instruction, bool(cand.is_classification), cfg.instance_examples
+                ),
+                cand.instruction,
+                bool(cand.is_classification),
+                self.chat,
             )
-            prompts.append(
-                render_instances(
-                    self.templates,
-                    examples,
-                    cand.instruction,
-                    bool(cand.is_classification),
-                    self.chat,
-                )
-            )
-        params = _params(cfg.instance_sampling, () if self.chat else ("\nTask:", "Task:"))
+            for cand in ready
+        ]
+        stop = () if self.chat else ("\nTask:", "Task:", f"Example {cfg.max_instances + 1}")
+        params = _params(cfg.instance_sampling, stop)
         tasks: list[Task] = []
         for k, (cand, completion) in enumerate(
             zip(ready, self._call("instances", ids, prompts, params), strict=True)
@@ -461,26 +444,53 @@ class Generator:
             if completion is None:
                 pending.append(cand)
                 continue
-            found = parse_instances(
-                completion.text, bool(cand.is_classification), completion.finish_reason == "length"
+            parsed = parse_instances(
+                completion.text,
+                bool(cand.is_classification),
+                completion.finish_reason == "length",
+                cand.instruction,
             )
-            kept, reason = filter_instances(found, cfg.max_instances)
-            if reason is not None:
+            verdict = filter_instances(parsed.instances, cfg.max_instances)
+            if verdict.task_reason is not None:
                 rejected.append(
                     Rejected(
                         stage="instances",
-                        reason=reason,
+                        reason=verdict.task_reason,
                         text=cand.instruction,
                         id=ids[k],
-                        detail={"raw": completion.text[:2000]},
+                        detail={
+                            "raw": completion.text[:2000],
+                            "dropped": [r for r, _ in parsed.dropped + verdict.dropped],
+                        },
                     )
                 )
                 continue
+            # The task is kept; each instance it lost is still accounted for.
+            for reason, raw in parsed.dropped:
+                rejected.append(
+                    Rejected(
+                        stage="instance",
+                        reason=reason,
+                        text=cand.instruction,
+                        id=ids[k],
+                        detail={"raw": raw[:2000]},
+                    )
+                )
+            for reason, inst in verdict.dropped:
+                rejected.append(
+                    Rejected(
+                        stage="instance",
+                        reason=reason,
+                        text=cand.instruction,
+                        id=ids[k],
+                        detail={"input": inst.input[:2000], "output": inst.output[:2000]},
+                    )
+                )
             tasks.append(
                 Task(
                     id=f"machine_{round_no}_{k}",
                     instruction=cand.instruction,
-                    instances=kept,
+                    instances=verdict.kept,
                     is_classification=cand.is_classification,
                     source="machine",
                     round=round_no,
@@ -493,7 +503,12 @@ class Generator:
         return tasks, rejected, pending
 
     def _write_manifest(
-        self, status: str, accepted: list[Task], rejected: Counter[str], message: str = ""
+        self,
+        status: str,
+        accepted: list[Task],
+        rejected: Counter[str],
+        instance_drops: Counter[str],
+        message: str = "",
     ) -> None:
         requests, prompt, completion = self._usage()
         cost = self._cost(prompt, completion)
@@ -520,8 +535,10 @@ class Generator:
                     "accepted": len(accepted),
                     "rounds": len(self.store.rounds),
                     "rejected": dict(rejected),
+                    "instances_dropped": dict(instance_drops),
                     "requests": requests,
                 },
+                "table1": table1(accepted).model_dump(),
             }
         )
 

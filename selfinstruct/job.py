@@ -333,12 +333,16 @@ class JobRunner:
         if stage == "export":
             from selfinstruct.export import export
 
-            count = export(self.job.export_config())
+            summary = export(self.job.export_config())
             log.info(
                 "export: finished",
-                extra={"stage": "export", "event": "counts", "counts": {"examples": count}},
+                extra={
+                    "stage": "export",
+                    "event": "counts",
+                    "counts": {"examples": summary.examples, **summary.dropped},
+                },
             )
-            return "done", f"{count} examples"
+            return "done", f"{summary.examples} examples"
         if stage == "finetune":
             from selfinstruct.finetune import run_finetune
 

@@ -28,24 +28,24 @@ def write_tasks(path: Path) -> Path:
 
 
 def test_one_example_per_instance_and_seeded_templates() -> None:
-    examples = to_examples(TASKS, seed=1)
+    examples = to_examples(TASKS, seed=1).examples
     assert [e.task_id for e in examples] == ["a", "a", "b"]
     assert "2, 3" in examples[0].prompt and examples[0].response == "5"
     assert examples[2].prompt.endswith("Name a planet.")
-    assert to_examples(TASKS, seed=1) == examples
-    prompts = {e.prompt for s in range(20) for e in to_examples(TASKS[:1], seed=s)}
+    assert to_examples(TASKS, seed=1).examples == examples
+    prompts = {e.prompt for s in range(20) for e in to_examples(TASKS[:1], seed=s).examples}
     assert len(prompts) > 2  # the templates vary with the seed
 
 
 @pytest.mark.parametrize("fmt", ["alpaca", "messages", "prompt-completion", "sharegpt"])
 def test_formats(tmp_path: Path, fmt: str) -> None:
     out = tmp_path / f"out.{fmt}"
-    count = export(
+    summary = export(
         ExportConfig(
             source=write_tasks(tmp_path / "t.jsonl"), output=out, format=fmt, system="Be brief."
         )
     )
-    assert count == 3
+    assert summary.examples == 3 and summary.dropped == {}
     text = out.read_text()
     if fmt == "alpaca":
         rows = json.loads(text)
@@ -75,7 +75,7 @@ def test_run_directory_and_empty_input(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
     write_tasks(run / "tasks.jsonl")
-    assert export(ExportConfig(source=run, output=tmp_path / "x.jsonl")) == 3
+    assert export(ExportConfig(source=run, output=tmp_path / "x.jsonl")).examples == 3
     empty = tmp_path / "empty.jsonl"
     empty.write_text(TASKS[2].model_dump_json() + "\n")
     with pytest.raises(SelfInstructError, match="nothing to export"):
@@ -91,3 +91,45 @@ def test_judge_letter() -> None:
     assert judge_letter(" A - correct") == "A"
     assert judge_letter("I would say C.") == "C"
     assert judge_letter("no idea") is None
+
+
+def test_duplicates_are_written_once_and_tasks_are_capped(tmp_path: Path) -> None:
+    # Defect 13: identical pairs were exported twice, and a task with 7 instances gave 7 rows.
+    seven = Task(
+        id="s",
+        instruction="Square it.",
+        instances=[Instance(input=str(i), output=str(i * i)) for i in range(7)],
+    )
+    twice = Task(id="t", instruction="Name a planet.", instances=[Instance(output="Mars")] * 2)
+    again = Task(id="u", instruction="Name a planet.", instances=[Instance(output="Mars")])
+    built = to_examples([seven, twice, again], seed=0, max_per_task=5)
+    assert [e.task_id for e in built.examples] == ["s"] * 5 + ["t"]
+    assert dict(built.dropped) == {"over_cap": 2, "duplicate": 2}
+    source = tmp_path / "t.jsonl"
+    source.write_text("".join(t.model_dump_json() + "\n" for t in [seven, twice, again]))
+    summary = export(ExportConfig(source=source, output=tmp_path / "o.jsonl", format="alpaca"))
+    rows = json.loads((tmp_path / "o.jsonl").read_text())
+    assert summary.examples == len(rows) == 6
+    assert len({(r["instruction"], r["input"], r["output"]) for r in rows}) == 6
+    assert len(to_examples([seven], max_per_task=None).examples) == 7
+
+
+def test_include_seed_tasks(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    write_tasks(run / "tasks.jsonl")
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(
+        Task(
+            id="seed_1", instruction="Say hi.", instances=[Instance(output="Hi!")]
+        ).model_dump_json()
+        + "\n"
+    )
+    (run / "manifest.json").write_text(json.dumps({"config": {"seed_tasks": str(seeds)}}))
+    summary = export(ExportConfig(source=run, output=tmp_path / "o.jsonl", include_seeds=True))
+    assert summary.examples == 4 and summary.seed_tasks == 1
+    assert "Hi!" in (tmp_path / "o.jsonl").read_text()
+    alone = tmp_path / "tasks.jsonl"
+    write_tasks(alone)
+    with pytest.raises(SelfInstructError, match="--seed-tasks"):
+        export(ExportConfig(source=alone, output=tmp_path / "p.jsonl", include_seeds=True))

@@ -63,7 +63,7 @@ def test_lora_training_end_to_end(small_run: Path, tmp_path: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(base)
     before = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     reference = {k: v.clone() for k, v in before.state_dict().items()}
-    examples = to_examples(read_tasks(small_run / "tasks.jsonl"))[:12]
+    examples = to_examples(read_tasks(small_run / "tasks.jsonl")).examples[:12]
     loss_before = response_loss(before, tokenizer, examples)
 
     tuned = PeftModel.from_pretrained(before, str(adapter))  # reloads

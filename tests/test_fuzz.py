@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from selfinstruct.prompts import parse_instances, parse_instructions, parse_is_classification
+from selfinstruct.parsing import parse_instances, parse_instructions, parse_is_classification
 from selfinstruct.records import BadRow, Instance, Row, Task, iter_rows, row_to_task
 
 # Text that looks like what models write: numbered lists, labels, chatter, odd whitespace.
@@ -47,6 +47,15 @@ PIECES = st.sampled_from(
         "##",
     ]
 )
+INSTRUCTION_DROPS = {"preamble", "trailing_text", "truncated", "empty", "past_stop"}
+INSTANCE_DROPS = {
+    "truncated",
+    "mixed_format",
+    "unlabelled",
+    "bare_answer_needs_input",
+    "no_output",
+    "preamble",
+}
 MODEL_TEXT = st.one_of(st.text(max_size=300), st.lists(PIECES, max_size=60).map("".join))
 
 
@@ -57,9 +66,12 @@ def test_completion_parsers(text: str, truncated: bool, flag: bool) -> None:
     for item in parsed.instructions:
         assert isinstance(item, str) and item.strip() == item and item
     for reason, raw in parsed.dropped:
-        assert reason in {"chatter", "truncated"} and isinstance(raw, str)
-    for inst in parse_instances(text, classification=flag, truncated=truncated):
+        assert reason in INSTRUCTION_DROPS and isinstance(raw, str) and raw
+    parsed_instances = parse_instances(text, classification=flag, truncated=truncated)
+    for inst in parsed_instances.instances:
         assert Instance.model_validate(inst.model_dump()) == inst
+    for reason, raw in parsed_instances.dropped:
+        assert reason in INSTANCE_DROPS and isinstance(raw, str)
     assert parse_is_classification(text) in {True, False, None}
 
 

@@ -13,8 +13,8 @@ from selfinstruct.backends.base import Completion
 from selfinstruct.backends.scripted import ScriptedBackend, canned_reply
 from selfinstruct.config import GenerateConfig
 from selfinstruct.errors import SelfInstructError
-from selfinstruct.generate import filter_instances, run_generate
-from selfinstruct.records import Instance, Task
+from selfinstruct.generate import run_generate
+from selfinstruct.records import Task
 from selfinstruct.store import RunLockedError, RunStore
 
 
@@ -41,7 +41,7 @@ def test_prompt_assembly_mixes_seed_and_machine_tasks(tmp_path: Path) -> None:
     instruction_prompts = [p for p, _ in backend.calls if "Come up with a series" in p]
     for k, prompt in enumerate(instruction_prompts):
         shown = re.findall(r"(?m)^\d+\. (.+)$", prompt)
-        assert len(shown) == 8 and prompt.endswith("9.\n")
+        assert len(shown) == 8 and prompt.endswith("9.")
         from_machine = sum(s in machine for s in shown)
         assert from_machine == (0 if k < 2 else 2)  # round 0 has no machine tasks yet
         assert sum(s in seeds for s in shown) == 8 - from_machine
@@ -83,7 +83,7 @@ def test_every_filter_and_routing(tmp_path: Path) -> None:
         ("rules", "keyword"),
         ("rules", "banned_prefix"),
         ("parse", "truncated"),
-        ("parse", "chatter"),
+        ("parse", "preamble"),
         ("instances", "same_input_different_outputs"),
     } <= reasons
     tasks = {t["instruction"]: t for t in read(tmp_path / "run" / "tasks.jsonl")}
@@ -94,26 +94,6 @@ def test_every_filter_and_routing(tmp_path: Path) -> None:
     prompts = {p.rstrip().rsplit("Task: ", 1)[-1]: p for p, _ in backend.calls}
     assert "Class label:" in prompts["Classify the review as positive or negative."]
     assert "Output:" in prompts["Suggest a weekend plan for a rainy day in town."]
-
-
-def test_instance_filters() -> None:
-    kept, reason = filter_instances(
-        [
-            Instance(input="a", output="a"),
-            Instance(output=""),
-            Instance(input="x", output="1"),
-            Instance(input="x", output="1"),
-        ],
-        cap=5,
-    )
-    assert reason is None and kept == [Instance(input="x", output="1")]
-    assert (
-        filter_instances([Instance(input="x", output="1"), Instance(input="x", output="2")], 5)[1]
-        == "same_input_different_outputs"
-    )
-    assert filter_instances([Instance(output=" ")], 5)[1] == "no_valid_instances"
-    many = [Instance(input=str(i), output=f"o{i}") for i in range(9)]
-    assert len(filter_instances(many, 5)[0]) == 5
 
 
 def test_no_progress_stops_with_a_reason(tmp_path: Path) -> None:

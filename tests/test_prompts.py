@@ -1,121 +1,90 @@
-"""Prompt rendering and completion parsing: pure functions, never raising."""
+"""Prompt rendering and the choice of few-shot examples: pure functions of records."""
 
 from __future__ import annotations
 
-from hypothesis import given
-from hypothesis import strategies as st
+from conftest import SEED_FILE
 
 from selfinstruct.prompts import (
+    Demonstrations,
     Templates,
-    parse_instances,
-    parse_instructions,
-    parse_is_classification,
     render_instances,
     render_instructions,
+    render_is_classification,
 )
-from selfinstruct.records import Instance, Task
+from selfinstruct.records import Instance, Task, read_tasks
 
 T = Templates.load()
+SEEDS = read_tasks(SEED_FILE)
 
 
-def test_completion_prompt_ends_with_the_next_number() -> None:
-    prompt = render_instructions(T, [f"Task number {i}." for i in range(8)], False, 8)
+def test_instruction_prompt_ends_with_the_next_number_and_no_newline() -> None:
+    # Defect 2: a prompt ending "9.\n" makes models write bare numbers and empty items.
+    prompt = render_instructions(T, [f"Task number {i}." for i in range(8)], False, 7)
     assert isinstance(prompt, str)
-    assert "1. Task number 0.\n" in prompt and prompt.endswith("8. Task number 7.\n9.\n")
+    assert "1. Task number 0.\n" in prompt and prompt.endswith("8. Task number 7.\n9.")
 
 
-def test_chat_prompt_is_messages() -> None:
+def test_classification_prompt_ends_on_the_question_line() -> None:
+    # Defect 1: with a trailing newline the "\n" stop ends the answer before it starts.
+    prompt = render_is_classification(T, SEEDS[:4], "Label the fruit as sweet or sour.", False)
+    assert isinstance(prompt, str)
+    assert prompt.endswith("Task: Label the fruit as sweet or sour.\nIs it classification?")
+
+
+def test_chat_prompts_are_messages() -> None:
     prompt = render_instructions(T, ["Do a thing.", "Do another."], True, 5)
     assert isinstance(prompt, list) and prompt[0]["role"] == "user"
-    assert (
-        "Write 5 new tasks" in prompt[0]["content"] and "continues from 3" in prompt[0]["content"]
-    )
+    content = prompt[0]["content"]
+    assert "Write 5 new tasks" in content and "continues from 3" in content
+    clf = render_is_classification(T, SEEDS[:2], "Is it spam?", True)
+    assert isinstance(clf, list) and clf[0]["content"].endswith("Answer Yes or No only.")
 
 
-def test_parse_continued_numbered_list() -> None:
-    text = (
-        " Plan a picnic for six people.\n10. Name three rivers in Africa.\n11) Describe a\n"
-        "sunrise in two sentences.\n\n12. Convert 3 km to miles.\n13."
-    )
-    parsed = parse_instructions(text, truncated=False, continues_list=True)
-    assert parsed.instructions == [
-        "Plan a picnic for six people.",
-        "Name three rivers in Africa.",
-        "Describe a sunrise in two sentences.",
-        "Convert 3 km to miles.",
-    ]
-
-
-def test_parse_chat_chatter_bullets_and_truncation() -> None:
-    text = (
-        "Sure! Here are some new tasks:\n\n1. Suggest a name for a bakery.\n"
-        "- List four uses of vinegar.\nTask 3: Write a toast for a wedding.\n"
-        "4. Explain why the sea is salty and how"
-    )
-    parsed = parse_instructions(text, truncated=True, continues_list=False)
-    assert parsed.instructions == [
-        "Suggest a name for a bakery.",
-        "List four uses of vinegar.",
-        "Write a toast for a wedding.",
-    ]
-    assert ("chatter", "Sure! Here are some new tasks:") in parsed.dropped
-    assert parsed.dropped[-1] == ("truncated", "Explain why the sea is salty and how")
-
-
-def test_parse_is_classification() -> None:
-    assert parse_is_classification(" Yes") is True
-    assert parse_is_classification("no.") is False
-    assert parse_is_classification("Maybe, it depends") is None
-
-
-def test_parse_input_first_instances() -> None:
-    text = (
-        "\nInput: 3, 4\nOutput: 7\n\nInput: 10, -2\nOutput: 8\n\nTask: Something else\n"
-        "Input: x\nOutput: y"
-    )
-    assert parse_instances(text, False, False) == [
-        Instance(input="3, 4", output="7"),
-        Instance(input="10, -2", output="8"),
-    ]
-    assert parse_instances("Output: Just the answer.", False, False) == [
-        Instance(input="", output="Just the answer.")
-    ]
-    assert parse_instances(
-        "Input: \nOutput: A\n\nInput: none\nOutput: B\n\nInput: z\nOutput: C", False, truncated=True
-    ) == [Instance(input="", output="A"), Instance(input="", output="B")]
-
-
-def test_parse_output_first_instances() -> None:
-    text = (
-        "Class label: Spam\nInput: Win a free phone now!\n"
-        "Class label: Not spam\nInput: See you at 5."
-    )
-    assert parse_instances(text, True, False) == [
-        Instance(input="Win a free phone now!", output="Spam"),
-        Instance(input="See you at 5.", output="Not spam"),
-    ]
-    assert parse_instances("Class label: (e)", True, False) == [Instance(input="", output="(e)")]
-
-
-def test_render_instances_routes_by_type() -> None:
+def test_instance_prompts_route_by_type_and_show_several_instances() -> None:
     example = Task(
         id="s",
-        instruction="Is it even?",
+        instruction="Is the number even or odd?",
         is_classification=True,
-        instances=[Instance(input="4", output="Even")],
+        instances=[Instance(input="4", output="Even"), Instance(input="7", output="Odd")],
     )
     out_first = render_instances(T, [example], "Label the fruit.", True, False)
-    assert "Class label: Even\nInput: 4" in out_first and out_first.rstrip().endswith(
-        "Task: Label the fruit."
-    )
+    assert isinstance(out_first, str)
+    assert "Class label: Even\nInput: 4\nClass label: Odd\nInput: 7" in out_first
+    assert out_first.endswith("Task: Label the fruit.\n")
     in_first = render_instances(T, [example], "Add the numbers.", False, False)
-    assert "Input: 4\nOutput: Even" in in_first
+    assert "Input: 4\nOutput: Even\n\nInput: 7\nOutput: Odd" in in_first
+    no_input = Task(id="n", instruction="Name a colour.", instances=[Instance(output="Teal")])
+    shown = render_instances(T, [no_input], "Name a fruit.", False, False)
+    assert "Task: Name a colour.\nOutput: Teal" in shown  # no empty "Input:" line
 
 
-@given(st.text(max_size=400), st.booleans(), st.booleans())
-def test_parsers_never_raise(text: str, truncated: bool, flag: bool) -> None:
-    parsed = parse_instructions(text, truncated, flag)
-    assert all(isinstance(i, str) and i for i in parsed.instructions)
-    for inst in parse_instances(text, flag, truncated):
-        Instance.model_validate(inst.model_dump())
-    parse_is_classification(text)
+def test_demonstrations_show_several_instances_and_both_answers() -> None:
+    # Defect 11: the prompt asks for several examples, so the demonstrations show several.
+    demos = Demonstrations(SEEDS, "similar", seed=0)
+    clf = demos.for_instances("Decide whether the tweet is sarcastic or sincere.", True, 3)
+    assert len(clf) == 3
+    assert all(len({i.output for i in t.instances}) >= 2 for t in clf)
+    other = demos.for_instances("Translate the phrase into French.", False, 3)
+    assert sum(1 for t in other if t.instances[0].input) == 2
+    assert sum(1 for t in other if not t.instances[0].input) == 1
+    assert all(len(t.instances) >= 2 for t in other if t.instances[0].input)
+    shown = demos.for_classification("Is the review positive or negative?", 12)
+    assert sum(bool(t.is_classification) for t in shown) == 6 and len(shown) == 12
+
+
+def test_similar_demonstrations_put_the_nearest_seed_last() -> None:
+    demos = Demonstrations(SEEDS, "similar", seed=0)
+    target = next(t for t in SEEDS if t.is_classification and len(t.instances) > 1)
+    shown = demos.for_classification(target.instruction, 12)
+    assert shown[-1].instruction == target.instruction
+    again = Demonstrations(SEEDS, "similar", seed=5).for_classification(target.instruction, 12)
+    assert [t.id for t in again] == [t.id for t in shown]  # depends on the seed file only
+
+
+def test_random_demonstrations_are_one_fixed_set() -> None:
+    demos = Demonstrations(SEEDS, "random", seed=3)
+    a = demos.for_classification("Is the review positive?", 12)
+    b = demos.for_classification("Write a haiku about rain.", 12)
+    assert [t.id for t in a] == [t.id for t in b]
+    other = Demonstrations(SEEDS, "random", seed=4).for_classification("Is it?", 12)
+    assert [t.id for t in other] != [t.id for t in a]

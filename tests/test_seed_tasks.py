@@ -7,8 +7,8 @@ import json
 from conftest import SEED_FILE
 from rouge_score import rouge_scorer
 
-from selfinstruct.filters import RuleFilter
 from selfinstruct.records import read_tasks
+from selfinstruct.rules import RuleFilter
 
 
 def test_schema_and_coverage() -> None:

@@ -150,7 +150,10 @@ def canned_reply(text: str) -> str:
     base = _key(text) % 100_000 * 4
     lines = [_canned_instruction(base + i) for i in range(4)]
     start = _next_number(text)
-    return "".join(f" {line}\n{start + i + 1}." for i, line in enumerate(lines))
+    return (
+        " "
+        + "".join(f"{line}\n{start + i + 1}. " for i, line in enumerate(lines)).rsplit("\n", 1)[0]
+    )
 
 
 def _next_number(text: str) -> int:
