@@ -208,6 +208,13 @@ class GenerateConfig(BaseModel):
         ge=1,
         description="new instructions per prompt; paper: 7 (8 shown, the list stops at item 16)",
     )
+    classification_prompts: float = Field(
+        0.25,
+        ge=0.0,
+        le=1.0,
+        description="share of instruction prompts that show only classification seeds and ask "
+        "for classification tasks (the paper's --use_clf_seed_tasks_only); 0 turns it off",
+    )
     instruction_sampling: InstructionSampling = Field(default_factory=InstructionSampling)
     instance_sampling: InstanceSampling = Field(default_factory=InstanceSampling)
     classification_examples: int = Field(12, ge=2, description="few-shot yes/no examples")

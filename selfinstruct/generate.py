@@ -157,7 +157,12 @@ class Generator:
         return not (cfg.max_cost is not None and cost is not None and cost >= cfg.max_cost)
 
     def _call(
-        self, stage: str, ids: list[str], prompts: list[Prompt], params: SamplingParams
+        self,
+        stage: str,
+        ids: list[str],
+        prompts: list[Prompt],
+        params: SamplingParams,
+        about: Sequence[_Candidate] | None = None,
     ) -> list[Completion | None]:
         """Completions for `prompts`, from the journal when already answered; None if not sent."""
         out: list[Completion | None] = [None] * len(ids)
@@ -184,6 +189,8 @@ class Generator:
                         finish_reason=completion.finish_reason,
                         prompt_tokens=completion.usage.prompt_tokens,
                         completion_tokens=completion.usage.completion_tokens,
+                        instruction=about[k].instruction if about else None,
+                        classification=about[k].is_classification if about else None,
                     )
                 )
                 out[k] = completion
@@ -305,6 +312,12 @@ class Generator:
                 index.add(pending["instruction"])
         return index
 
+    def _classification_prompt(self, number: int) -> bool:
+        """Is instruction prompt `number` (counted over the run) one for classification tasks?
+        Spread evenly, so that any stretch of prompts holds the configured share."""
+        share = self.cfg.classification_prompts
+        return int((number + 1) * share) > int(number * share)
+
     def _round(
         self,
         round_no: int,
@@ -317,15 +330,22 @@ class Generator:
         rejected: list[Rejected] = []
         prompts, ids = [], []
         for p in range(cfg.prompts_per_round):
-            machine = rng.sample(accepted, min(cfg.machine_examples, len(accepted)))
+            classification = self._classification_prompt(round_no * cfg.prompts_per_round + p)
+            pool = accepted
+            seeds = self.seeds
+            if classification:
+                pool = [t for t in accepted if t.is_classification]
+                seeds = self.demos.classification or self.seeds
+            machine = rng.sample(pool, min(cfg.machine_examples, len(pool)))
             humans = rng.sample(
-                self.seeds,
-                min(cfg.human_examples + cfg.machine_examples - len(machine), len(self.seeds)),
+                seeds, min(cfg.human_examples + cfg.machine_examples - len(machine), len(seeds))
             )
             examples = [t.instruction for t in humans + machine]
             rng.shuffle(examples)
             prompts.append(
-                render_instructions(self.templates, examples, self.chat, cfg.max_new_per_prompt)
+                render_instructions(
+                    self.templates, examples, self.chat, cfg.max_new_per_prompt, classification
+                )
             )
             ids.append(f"{round_no}:instructions:{p}")
         shown = min(cfg.human_examples + cfg.machine_examples, len(self.seeds))
@@ -412,7 +432,7 @@ class Generator:
             stop=() if self.chat else ("\n", "Task"),
         )
         for cand, completion in zip(
-            todo, self._call("classification", ids, prompts, params), strict=True
+            todo, self._call("classification", ids, prompts, params, todo), strict=True
         ):
             if completion is None:
                 pending.append(cand)
@@ -439,7 +459,7 @@ class Generator:
         params = _params(cfg.instance_sampling, stop)
         tasks: list[Task] = []
         for k, (cand, completion) in enumerate(
-            zip(ready, self._call("instances", ids, prompts, params), strict=True)
+            zip(ready, self._call("instances", ids, prompts, params, ready), strict=True)
         ):
             if completion is None:
                 pending.append(cand)
@@ -528,6 +548,7 @@ class Generator:
                 "package_version": __version__,
                 "backend": self.backend.name,
                 "model": self.backend.model,
+                "chat": self.chat,
                 "seed_file_sha256": self.seed_sha256,
                 "config": self.cfg.model_dump(mode="json"),
                 "resume_key": self.cfg.resume_key(),

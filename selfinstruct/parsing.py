@@ -87,6 +87,7 @@ _CHATTER = re.compile(
 )
 _TITLED = re.compile(r"^(.{1,80}?)\s*:\s+(.+)$")
 _BOLD_TITLE = re.compile(r"^[^*]*?\*\*[^*]{1,80}\*\*\s*:")  # "3. **Party**: Plan a party ..."
+_ANSWER_LINE = re.compile(r"^(answer|output|solution|response|example)s?\s*:", re.IGNORECASE)
 _QUOTES = {'"': '"', "“": "”", "'": "'"}
 
 
@@ -148,9 +149,11 @@ def parse_instructions(
     titled = False
     number = first_number
     listed = continues_list  # has a list item opened yet?
+    indent = 0  # of the line that opened the current item
+    nested = False  # inside a sub-item of the current item
     after_blank = False
     preamble: list[str] = []
-    ended_by_prose = False
+    trailing: str | None = None
     lines = text.splitlines()
 
     def close() -> None:
@@ -161,12 +164,23 @@ def parse_instructions(
 
     for index, line in enumerate(lines):
         stripped = line.strip()
+        depth = len(line) - len(line.lstrip())
         expected = number + 1 if number is not None else None
         marker = _list_marker(stripped, expected) if stripped else None
+        if marker is not None and current is not None and listed and depth > indent:
+            # "1. A task\n   - a note on it": a sub-item is commentary, not a new task.
+            out.dropped.append(("nested", stripped))
+            nested = True
+            continue
         if marker is not None:
             close()
             number = marker[0] if marker[0] is not None else expected
-            current, listed, after_blank = [marker[1]], True, False
+            body = marker[1]
+            if number is not None:
+                # "1. 1. Plan a trip": a model that numbers its items twice.
+                body = re.sub(rf"^{number}\s*[.)]\s+", "", body)
+            current, listed, after_blank, nested = [body], True, False, False
+            indent = depth
             titled = bool(_BOLD_TITLE.match(stripped))
             continue
         if not stripped:
@@ -179,9 +193,17 @@ def parse_instructions(
             preamble.append(stripped)
             continue
         if after_blank or current is None:
-            out.dropped.append(("trailing_text", "\n".join(lines[index:]).strip()))
-            ended_by_prose = True
+            trailing = "\n".join(lines[index:]).strip()
             break
+        if nested and (depth > indent or out.dropped[-1][0] == "answer"):
+            reason, raw = out.dropped[-1]
+            out.dropped[-1] = (reason, f"{raw} {stripped}")
+            continue
+        if _ANSWER_LINE.match(_unmark(stripped)):
+            # "1. Name a bird.\n   Answer: a robin": the model answered its own task.
+            out.dropped.append(("answer", stripped))
+            nested = True
+            continue
         current.append(stripped)
     close()
 
@@ -191,6 +213,8 @@ def parse_instructions(
         out.dropped.append(("preamble", " ".join(items.pop(0)[0])))
     if listed:
         out.dropped.extend(("preamble", line) for line in preamble)
+        if trailing is not None:
+            out.dropped.append(("trailing_text", trailing))
     else:
         # No list at all: one instruction per line, minus the chat model's pleasantries.
         for line in preamble:
@@ -201,7 +225,11 @@ def parse_instructions(
 
     texts = [(_tidy_instruction(parts, is_titled), " ".join(parts)) for parts, is_titled in items]
     texts = [(tidy, raw or "(an item with no text)") for tidy, raw in texts]
-    if truncated and texts and not ended_by_prose:
+    if truncated and trailing is None and nested:
+        # Cut off inside a sub-item: that sub-item is what is incomplete, not its task.
+        last_nested = max(i for i, (r, _) in enumerate(out.dropped) if r in {"nested", "answer"})
+        out.dropped[last_nested] = ("truncated", out.dropped[last_nested][1])
+    elif truncated and texts and trailing is None:
         out.dropped.append(("truncated", texts.pop()[1]))
     for tidy, raw in texts:
         if not tidy:
@@ -216,20 +244,27 @@ def parse_instructions(
 # -- stage 3: classification or not --------------------------------------------------------
 
 _LEADING_ANSWER = re.compile(r"^[\W_]*(yes|no)\b", re.IGNORECASE)
-_NEGATED = re.compile(r"\b(not|isn't|is not|no)\b[^.]*\bclassification\b", re.IGNORECASE)
-_AFFIRMED = re.compile(r"\b(is|it's)\s+(a\s+)?classification\b", re.IGNORECASE)
+# "Is it classification? Yes" echoed from the examples, or "The answer is no."
+_STATED_ANSWER = re.compile(r"(?:classification\?|the answer is:?)\s*\W*(yes|no)\b", re.IGNORECASE)
+_NEGATED = re.compile(r"^(it|this|this task|that)\s+(is not|isn't)\b", re.IGNORECASE)
+_AFFIRMED = re.compile(r"^(it|this|this task|that)\s+is\s+(a\s+)?classification\b", re.IGNORECASE)
 
 
 def parse_is_classification(text: str) -> bool | None:
     """Yes -> True, No -> False, unclear -> None (the caller treats that as "no").
 
     Base models answer "Yes"/"No"; chat models sometimes answer in a sentence ("This is not a
-    classification task."), which is read from its first line.
+    classification task.", "The answer is yes.") or echo the question before answering. A
+    sentence that only restates the definition ("A task is a classification task when ...")
+    is no answer.
     """
     stripped = text.strip()
     leading = _LEADING_ANSWER.match(stripped)
     if leading:
         return leading.group(1).lower() == "yes"
+    stated = _STATED_ANSWER.search(stripped)
+    if stated:
+        return stated.group(1).lower() == "yes"
     first = stripped.split("\n", 1)[0]
     if _NEGATED.search(first):
         return False
@@ -282,12 +317,13 @@ _FIELD = re.compile(r"^([A-Z][\w' -]{0,40}?)\s*:")  # "Sentence:", "Question 1:"
 # whether unlabelled text can be a whole answer (an output with no input).
 _NEEDS_INPUT = re.compile(
     r"\b(given|following|provided|below|above|these|this|input|attached|"
+    r"(either|both|each|the two) (participants?|parties|people|persons?)|speakers?|"
     r"the (?:[\w-]+ )?(text|sentences?|paragraph|passage|article|story|poem|essay|document|"
     r"list|words?|numbers?|email|letter|message|review|tweet|post|code|function|program|snippet|"
-    r"table|data|dataset|string|equation|expression|question|statement|claim|conversation|"
-    r"dialogue|description|recipe|summary|headline|title|sequence|array|url|address|report|"
+    r"table|data|dataset|string|equation|expression|question|statement|claim|conversations?|"
+    r"dialogues?|description|recipe|summary|headline|title|sequence|array|url|address|report|"
     r"name|names|phrase|quote|lyrics|transcript|query|product|movie|book|song|passage|blank|"
-    r"problems?|argument|comment|ticket|password|item|speaker|situation|contract|excerpt|"
+    r"problems?|argument|comment|ticket|password|item|speakers?|situation|contract|excerpt|"
     r"chat|response|answer|result|paper|case|image|file))\b",
     re.IGNORECASE,
 )
@@ -317,9 +353,36 @@ def parse_instances(
         _output_first(body, parsed)
     else:
         _input_first(body, instruction, parsed)
+    _trim_trailing_talk(parsed, classification)
     if truncated:
         parsed.cut_off()
     return parsed
+
+
+# A last paragraph in which the model talks about the task instead of answering it ("Please
+# provide ...", "Here is the next task"): small models write it after their last example.
+_TALK = re.compile(
+    r"^(please|feel free|let me know|i hope|good luck|here (is|are)|now,? (write|let)|"
+    r"(note:?\s+)?((this|the|your|next|each) )+(task|instruction|example)s?\b|in this task|"
+    r"you can't)",
+    re.IGNORECASE,
+)
+
+
+def _trim_trailing_talk(parsed: ParsedInstances, classification: bool) -> None:
+    if not (parsed.last_kept and parsed.instances):
+        return
+    last = parsed.instances[-1]
+    text = last.input if classification else last.output
+    body, sep, tail = text.rpartition("\n\n")
+    if not sep or not body.strip() or not _TALK.match(tail.strip()):
+        return
+    trimmed = body.strip()
+    if classification:
+        parsed.instances[-1] = Instance(input=clean_input(trimmed), output=last.output)
+    else:
+        parsed.instances[-1] = Instance(input=last.input, output=trimmed)
+    parsed.dropped.append(("trailing_text", tail.strip()))
 
 
 _CLASS_LABEL = re.compile(
@@ -338,8 +401,15 @@ def _output_first(body: str, parsed: ParsedInstances) -> None:
         labels = list(_LABEL.finditer(rest))
         first = labels[0] if labels else None
         if first and first.group(1).lower() == "output" and not rest[: first.start()].strip():
-            # "Class label: X\nOutput: Y": the model mixed the two formats; nothing to trust.
-            parsed.drop("mixed_format", f"{label}\n{rest}")
+            answer, _, extra = rest[first.end() :].strip().partition("\n")
+            if answer.strip().lower() == label.lower() and label:
+                # "Class label: Blue\nOutput: Blue": a label given with no input, restated.
+                parsed.keep("", label)
+                if extra.strip():
+                    parsed.drop("trailing_text", extra)
+            else:
+                # "Class label: X\nOutput: Y": the model mixed the two formats.
+                parsed.drop("mixed_format", f"{label}\n{rest}")
             continue
         # The input runs to the next label line; a trailing "Output: ..." echo is not input.
         stop = next((m.start() for m in labels if m.group(1).lower() == "output"), len(rest))

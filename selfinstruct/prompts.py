@@ -25,10 +25,17 @@ from selfinstruct.similarity import RougeLIndex
 from selfinstruct.tokens import TokenizerName
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
-STAGES = ("instructions", "is_classification", "instances_input_first", "instances_output_first")
+STAGES = (
+    "instructions",
+    "instructions_classification",
+    "is_classification",
+    "instances_input_first",
+    "instances_output_first",
+)
 # What a completion prompt ends with after its template text (see the module docstring).
 _COMPLETION_ENDING = {
     "instructions": "",
+    "instructions_classification": "",
     "is_classification": "",
     "instances_input_first": "\n",
     "instances_output_first": "\n",
@@ -74,14 +81,23 @@ def instruction_examples(instructions: list[str]) -> str:
 
 
 def render_instructions(
-    templates: Templates, examples: list[str], chat: bool, count: int
+    templates: Templates,
+    examples: list[str],
+    chat: bool,
+    count: int,
+    classification: bool = False,
 ) -> Prompt:
-    """Few-shot prompt for new instructions; completion prompts end with the next number."""
+    """Few-shot prompt for new instructions; completion prompts end with the next number.
+
+    `classification`: the prompt shows classification seeds only and asks for classification
+    tasks (the paper's `--use_clf_seed_tasks_only`, which it used to get more of them).
+    """
+    stage = "instructions_classification" if classification else "instructions"
     listing = instruction_examples(examples)
     nxt = len(examples) + 1
     if chat:
-        return templates.render("instructions", True, examples=listing, count=count, next=nxt)
-    return templates.render("instructions", False, examples=f"{listing}\n{nxt}.")
+        return templates.render(stage, True, examples=listing, count=count, next=nxt)
+    return templates.render(stage, False, examples=f"{listing}\n{nxt}.")
 
 
 # -- stage 3: classification or not --------------------------------------------------------

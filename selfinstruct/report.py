@@ -24,9 +24,12 @@ from pydantic import BaseModel
 from selfinstruct.errors import SelfInstructError
 from selfinstruct.records import Rejected, Task, read_tasks
 from selfinstruct.similarity import RougeLIndex
+from selfinstruct.stats import table1, table1_rows
 from selfinstruct.store import RunStore
 
 SECTIONS = ("funnel", "similarity", "lengths", "classification", "instances", "verbs")
+# Sections written as HTML tables rather than figures.
+TABLES = ("table1", "usage", "samples")
 
 
 class ReportResult(BaseModel):
@@ -87,7 +90,9 @@ def build_report(
     images: dict[str, bytes] = {}
 
     # Funnel: every instruction parsed from a completion ends in one of these places.
-    reasons = Counter(r.reason for r in rejected if r.stage != "parse")
+    # Instance-level drops (stage "instance") belong to tasks that were kept; they are listed
+    # apart, under the Table 1 section.
+    reasons = Counter(r.reason for r in rejected if r.stage not in {"parse", "instance"})
     generated = len(tasks) + sum(reasons.values())
     labels = ["generated", *[f"dropped: {k}" for k, _ in reasons.most_common()], "accepted"]
     values = [generated, *[v for _, v in reasons.most_common()], len(tasks)]
@@ -216,6 +221,12 @@ def _html(
     )
     n_cls = sum(bool(t.is_classification) for t in tasks)
     parse_drops = sum(r.stage == "parse" for r in rejected)
+    stats_rows = "".join(
+        f"<tr><th>{esc(label)}</th><td>{esc(ours)}</td><td>{esc(paper)}</td></tr>"
+        for label, ours, paper in table1_rows(table1(tasks))
+    )
+    instance_drops = Counter(r.reason for r in rejected if r.stage == "instance")
+    drop_text = ", ".join(f"{esc(k)} {v}" for k, v in instance_drops.most_common()) or "none"
     section = lambda key, title, text: (  # noqa: E731 - a local template, read once
         f'<section id="{key}"><h2>{title}</h2><p>{text}</p>{_img(key, images[key])}</section>'
     )
@@ -232,6 +243,11 @@ img {{ max-width: 100%; }} .kpi {{ display: flex; gap: 2em; }} .kpi div {{ font-
 <p>Run <code>{esc(str(run))}</code>, status <b>{esc(str(manifest.get("status", "?")))}</b>.</p>
 <div class="kpi"><div><b>{len(tasks):,}</b> accepted</div><div><b>{generated:,}</b> generated</div>
 <div><b>{len(rejected):,}</b> rejected rows</div><div><b>{n_cls:,}</b> classification</div></div>
+<section id="table1"><h2>Table 1: the data at a glance</h2>
+<p>The statistics the paper reports for its GPT-3 run (its Table 1), for this run beside it.
+A stage that breaks shows here first: no classification tasks, no inputs, empty outputs.</p>
+<table><tr><th>statistic</th><th>this run</th><th>paper (GPT-3)</th></tr>{stats_rows}</table>
+<p>Instances dropped from tasks that were kept: {drop_text}.</p></section>
 {
         section(
             "funnel",

@@ -50,6 +50,10 @@ class JournalEntry(BaseModel):
     finish_reason: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # What the request was about, so a journal can be parsed again on its own (golden corpus,
+    # a parser fix): the instruction, and for instance requests whether it was classification.
+    instruction: str | None = None
+    classification: bool | None = None
 
 
 class RunLockedError(SelfInstructError):
@@ -204,7 +208,7 @@ class RunStore:
     def record_response(self, entry: JournalEntry) -> None:
         """Journal a model response at once: it is the expensive thing to lose."""
         fh = self._files["journal"]
-        fh.write(entry.model_dump_json() + "\n")
+        fh.write(entry.model_dump_json(exclude_none=True) + "\n")
         fh.flush()
         self.journal[entry.id] = entry
         self.prompt_tokens += entry.prompt_tokens

@@ -47,10 +47,19 @@ PIECES = st.sampled_from(
         "##",
     ]
 )
-INSTRUCTION_DROPS = {"preamble", "trailing_text", "truncated", "empty", "past_stop"}
+INSTRUCTION_DROPS = {
+    "preamble",
+    "trailing_text",
+    "truncated",
+    "empty",
+    "past_stop",
+    "nested",
+    "answer",
+}
 INSTANCE_DROPS = {
     "truncated",
     "mixed_format",
+    "trailing_text",
     "unlabelled",
     "bare_answer_needs_input",
     "no_output",

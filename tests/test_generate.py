@@ -36,16 +36,29 @@ def test_prompt_assembly_mixes_seed_and_machine_tasks(tmp_path: Path) -> None:
     backend = ScriptedBackend()
     summary = run_generate(config(tmp_path, target_tasks=20), backend)
     assert summary.status == "done" and summary.accepted >= 20
-    seeds = {json.loads(x)["instruction"] for x in (REPO / "seed_tasks/seed_tasks.jsonl").open()}
-    machine = {t["instruction"] for t in read(tmp_path / "run" / "tasks.jsonl")}
+    seed_rows = [json.loads(x) for x in (REPO / "seed_tasks/seed_tasks.jsonl").open()]
+    seeds = {row["instruction"] for row in seed_rows}
+    clf_seeds = {row["instruction"] for row in seed_rows if row["is_classification"]}
+    tasks = read(tmp_path / "run" / "tasks.jsonl")
+    machine = {t["instruction"] for t in tasks}
+    clf_machine = {t["instruction"] for t in tasks if t["is_classification"]}
     instruction_prompts = [p for p, _ in backend.calls if "Come up with a series" in p]
+    kinds = []
     for k, prompt in enumerate(instruction_prompts):
         shown = re.findall(r"(?m)^\d+\. (.+)$", prompt)
         assert len(shown) == 8 and prompt.endswith("9.")
         from_machine = sum(s in machine for s in shown)
-        assert from_machine == (0 if k < 2 else 2)  # round 0 has no machine tasks yet
-        assert sum(s in seeds for s in shown) == 8 - from_machine
-    first = read(tmp_path / "run" / "tasks.jsonl")[0]
+        if "classification tasks" in prompt:
+            kinds.append("clf")
+            # Classification prompts show classification tasks only, seed or machine.
+            assert all(s in clf_seeds or s in clf_machine for s in shown)
+        else:
+            kinds.append("any")
+            assert from_machine == (0 if k < 2 else 2)  # round 0 has no machine tasks yet
+            assert sum(s in seeds for s in shown) == 8 - from_machine
+    # One prompt in four asks for classification tasks, spread evenly.
+    assert len(kinds) >= 4 and kinds == (["any", "any", "any", "clf"] * 9)[: len(kinds)]
+    first = tasks[0]
     assert first["source"] == "machine" and first["round"] == 0 and first["instances"]
     assert len(first["most_similar"]) == 10 and first["avg_similarity_score"] > 0
     assert first["request_id"] == "0:instructions:0"

@@ -102,6 +102,28 @@ def test_chat_preamble_list_debris_and_bold_titles() -> None:
     ]
 
 
+def test_sub_items_and_double_numbers_in_chat_lists() -> None:
+    text = (
+        "Sure, here are seven tasks:\n\n"
+        "1. 1. **Convert the description into JSON.**\n"
+        "   - This is a very simple task that needs a\n     function.\n"
+        "   - 2. Another note.\n\n"
+        "2. 2. Name three rivers in Asia.\n"
+        "   Answer: the Yangtze, the Ganges and the Mekong."
+    )
+    parsed = parse_instructions(text, False, continues_list=False)
+    assert parsed.instructions == [
+        "Convert the description into JSON.",
+        "Name three rivers in Asia.",
+    ]
+    assert parsed.dropped == [
+        ("nested", "- This is a very simple task that needs a function."),
+        ("nested", "- 2. Another note."),
+        ("answer", "Answer: the Yangtze, the Ganges and the Mekong."),
+        ("preamble", "Sure, here are seven tasks:"),
+    ]
+
+
 def test_a_leading_number_that_is_not_due_is_kept() -> None:
     text = "1. Name a bird.\n7 friends share 3 pizzas equally; how much does each get?"
     parsed = parse_instructions(text, False, continues_list=False)
@@ -136,6 +158,10 @@ def test_parse_is_classification() -> None:
     assert parse_is_classification("This is not a classification task.") is False
     assert parse_is_classification("It is a classification task.") is True
     assert parse_is_classification("Maybe, it depends") is None
+    # Chat models: an echoed question, a stated answer, or only the definition restated.
+    assert parse_is_classification("Plan a trip.\nIs it classification? Yes") is True
+    assert parse_is_classification("Microwave food.\n\nThe answer is no.") is False
+    assert parse_is_classification("A task is a classification task when its answer") is None
     assert parse_is_classification("") is None
 
 
@@ -164,6 +190,11 @@ def test_class_label_is_its_line_and_the_rest_is_the_input() -> None:
 def test_label_and_output_mixed_up_is_not_trusted() -> None:
     parsed = parse_instances("Class label: Positive\nOutput: Negative", True, False)
     assert parsed.instances == [] and parsed.dropped[0][0] == "mixed_format"
+    # The label restated as an output: a label with no input.
+    assert pairs("Class label: Blue\nOutput: Blue\n\nClass label: Red\nOutput: red", True) == [
+        ("", "Blue"),
+        ("", "Red"),
+    ]
     # An "Output:" echo after the input is not part of the input.
     assert pairs("Class label: No\nInput: 1234\nOutput: No", True) == [("1234", "No")]
 
@@ -251,3 +282,26 @@ def test_parsers_never_raise(text: str, truncated: bool, flag: bool) -> None:
     for inst in parse_instances(text, flag, truncated, "the given text").instances:
         Instance.model_validate(inst.model_dump())
     parse_is_classification(text)
+
+
+def test_talk_after_the_last_example_is_not_part_of_it() -> None:
+    text = "Output: Drink water and rest.\n\nPlease provide a list of 5 tips for sleep."
+    parsed = parse_instances(text, False, False, "How do I recover after a marathon?")
+    assert [(i.input, i.output) for i in parsed.instances] == [("", "Drink water and rest.")]
+    assert parsed.dropped == [("trailing_text", "Please provide a list of 5 tips for sleep.")]
+    labelled = parse_instances(
+        "Class label: Yes\nInput: 9\n\nThe next task is harder.", True, False
+    )
+    assert [(i.input, i.output) for i in labelled.instances] == [("9", "Yes")]
+    noted = parse_instances("Output: A whale.\n\nNote: This task needs creativity.", False, False)
+    assert [(i.input, i.output) for i in noted.instances] == [("", "A whale.")]
+    # A real second paragraph stays.
+    letter = "Output: Dear Ana,\n\nThank you for the flowers.\n\nBest, Li"
+    assert pairs(letter) == [("", "Dear Ana,\n\nThank you for the flowers.\n\nBest, Li")]
+
+
+def test_a_cut_inside_a_sub_item_keeps_its_task() -> None:
+    text = "1. Name a bird.\n2. Name a fish.\n   - for example a tr"
+    parsed = parse_instructions(text, True, continues_list=False)
+    assert parsed.instructions == ["Name a bird.", "Name a fish."]
+    assert parsed.dropped == [("truncated", "- for example a tr")]

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from selfinstruct.cli import app
 from selfinstruct.config import GenerateConfig
 from selfinstruct.generate import run_generate
-from selfinstruct.report import SECTIONS, leading_verb
+from selfinstruct.report import SECTIONS, TABLES, leading_verb
 
 pytest.importorskip("matplotlib")
 
@@ -28,9 +28,11 @@ def test_report_has_every_section_with_its_image(tmp_path: Path) -> None:
         block = re.search(rf'<section id="{key}">(.*?)</section>', page, re.DOTALL)
         assert block and 'src="data:image/png;base64,' in block.group(1), key
         assert (run_dir / "report" / f"{key}.png").stat().st_size > 1000
-    for key in ("usage", "samples"):
+    for key in TABLES:
         assert f'<section id="{key}">' in page
     assert "<td>" in page.split('id="samples"')[1]  # sample rows are there
+    table1 = page.split('id="table1"')[1].split("</section>")[0]
+    assert "classification" in table1 and "52,445" in table1  # this run beside the paper
 
 
 def test_report_on_a_job_directory_and_errors(tmp_path: Path) -> None:
