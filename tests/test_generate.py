@@ -42,7 +42,10 @@ def test_prompt_assembly_mixes_seed_and_machine_tasks(tmp_path: Path) -> None:
     tasks = read(tmp_path / "run" / "tasks.jsonl")
     machine = {t["instruction"] for t in tasks}
     clf_machine = {t["instruction"] for t in tasks if t["is_classification"]}
-    instruction_prompts = [p for p, _ in backend.calls if "Come up with a series" in p]
+    instruction_calls = [(p, params) for p, params in backend.calls if "Come up with a series" in p]
+    # Defect 9: 8 shown, the list stops at item 16 (7 new), or at a blank line, as the paper.
+    assert all(params.stop == ("\n16.", "\n16 .", "\n\n") for _, params in instruction_calls)
+    instruction_prompts = [p for p, _ in instruction_calls]
     kinds = []
     for k, prompt in enumerate(instruction_prompts):
         shown = re.findall(r"(?m)^\d+\. (.+)$", prompt)
