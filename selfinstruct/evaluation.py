@@ -3,8 +3,9 @@
 For each variant: (a) the mean loss and perplexity of the reference responses (the loss on the
 response tokens only, as in training), (b) greedy responses written next to the references with
 ROUGE-L against them (a weak automatic score), and (c) optionally an LLM judge, through any
-backend, rating each response on the paper's A-D scale. The default held-out set is the paper's
-252 user-oriented tasks in ../shared/data when it is there.
+backend, rating each response on the paper's A-D scale. The default held-out set is the 110
+tasks shipped with selfinstruct (data/eval_tasks.jsonl), written for this project in the spirit
+of the paper's 252 user-oriented tasks, which `--data` can point at instead.
 """
 
 from __future__ import annotations
@@ -13,21 +14,19 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
+from selfinstruct.atomic import write_json_atomic
 from selfinstruct.backends.base import SamplingParams
+from selfinstruct.config import EvalConfig
 from selfinstruct.errors import SelfInstructError
 from selfinstruct.export import Example, to_examples
+from selfinstruct.models import resolve_model, training_imports
 from selfinstruct.records import read_tasks
 from selfinstruct.similarity import rouge_l_fmeasure
-from selfinstruct.store import write_json_atomic
 from selfinstruct.tokens import rouge_tokenize
-
-DEFAULT_HELD_OUT = (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "user_oriented_instructions.jsonl"
-)
 
 JUDGE_PROMPT = """You are rating how well an AI assistant's response follows an instruction.
 
@@ -42,21 +41,6 @@ B - acceptable, with minor errors or imperfections.
 C - relevant and responds to the instruction, but has significant errors.
 D - irrelevant or completely invalid.
 Answer with the letter only."""
-
-
-class EvalConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    data: Path = Field(DEFAULT_HELD_OUT, description="held-out tasks with reference outputs")
-    base_model: str | None = Field(None, description="default: the bundled SmolLM2-135M")
-    adapter: Path | None = Field(None, description="a LoRA adapter folder (finetune's adapter/)")
-    output_dir: Path = Path("outputs/eval")
-    limit: int | None = Field(None, ge=1, description="evaluate the first N examples only")
-    max_new_tokens: int = Field(128, ge=1)
-    batch_size: int = Field(8, ge=1)
-    judge_backend: Literal["openai", "local", "vllm", "scripted"] | None = None
-    judge_model: str | None = None
-    judge_base_url: list[str] = Field(default_factory=list)
 
 
 class VariantResult(BaseModel):
@@ -75,9 +59,7 @@ class EvalSummary(BaseModel):
 
 
 def _load(base: str, adapter: Path | None) -> tuple[Any, Any]:
-    from selfinstruct.finetune import _imports
-
-    torch, transformers, peft, _, _ = _imports()
+    torch, transformers, peft, _, _ = training_imports()
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(base)
         model = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
@@ -130,9 +112,6 @@ def judge_letter(text: str) -> str | None:
 
 
 def run_eval(cfg: EvalConfig) -> EvalSummary:
-    from selfinstruct.backends.local import LocalBackend
-    from selfinstruct.finetune import resolve_base_model
-
     if not cfg.data.exists():
         raise SelfInstructError(f"{cfg.data}: held-out file not found; pass --data")
     examples = to_examples(read_tasks(cfg.data)).examples
@@ -140,9 +119,24 @@ def run_eval(cfg: EvalConfig) -> EvalSummary:
         examples = examples[: cfg.limit]
     if not examples:
         raise SelfInstructError(f"{cfg.data}: no task has a reference output to evaluate against")
-    base = resolve_base_model(cfg.base_model)
+    base = resolve_model(cfg.base_model, "base model")
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     judge = _judge_backend(cfg)
+    try:
+        results = _evaluate(cfg, base, examples, judge)
+    finally:
+        if judge is not None:
+            judge.close()
+    summary = EvalSummary(examples=len(examples), variants=results, output_dir=str(cfg.output_dir))
+    write_json_atomic(cfg.output_dir / "eval_summary.json", summary.model_dump(mode="json"))
+    return summary
+
+
+def _evaluate(
+    cfg: EvalConfig, base: str, examples: list[Example], judge: Any
+) -> list[VariantResult]:
+    from selfinstruct.backends.local import LocalBackend
+
     variants = [("base", None)] + ([("tuned", cfg.adapter)] if cfg.adapter else [])
     results = []
     for name, adapter in variants:
@@ -201,9 +195,7 @@ def run_eval(cfg: EvalConfig) -> EvalSummary:
                 responses_path=str(path),
             )
         )
-    summary = EvalSummary(examples=len(examples), variants=results, output_dir=str(cfg.output_dir))
-    write_json_atomic(cfg.output_dir / "eval_summary.json", summary.model_dump(mode="json"))
-    return summary
+    return results
 
 
 def _lcs(a: list[str], b: list[str]) -> int:
@@ -215,15 +207,6 @@ def _lcs(a: list[str], b: list[str]) -> int:
 def _judge_backend(cfg: EvalConfig) -> Any:
     if cfg.judge_backend is None:
         return None
-    from selfinstruct.backends import make_backend
-    from selfinstruct.config import GenerateConfig
+    from selfinstruct.backends import open_backend
 
-    return make_backend(
-        GenerateConfig(
-            backend=cfg.judge_backend,
-            model=cfg.judge_model,
-            base_url=cfg.judge_base_url,
-            chat=True,
-            run_dir=cfg.output_dir,
-        )
-    )
+    return open_backend(cfg.judge_backend, cfg.judge_model, chat=True, base_url=cfg.judge_base_url)

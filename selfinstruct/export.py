@@ -19,14 +19,15 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from selfinstruct.atomic import write_text_atomic
+from selfinstruct.card import MARKER, card_path, render_card
+from selfinstruct.config import ExportConfig
 from selfinstruct.errors import InputError, SelfInstructError
 from selfinstruct.records import Task, read_tasks, write_jsonl
-
-ExportFormat = Literal["alpaca", "messages", "prompt-completion", "sharegpt", "hf"]
 
 # How an instruction and its input are put together; {input} is left out when it is empty.
 WITH_INPUT = (
@@ -55,25 +56,6 @@ class Example(BaseModel):
     task_id: str
 
 
-class ExportConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    source: Path = Field(description="a run directory (its tasks.jsonl) or any instruction file")
-    output: Path
-    format: ExportFormat = "messages"
-    seed: int = Field(0, description="chooses the prompt template of each example")
-    system: str | None = Field(None, description="a system message for chat formats")
-    max_per_task: int | None = Field(
-        5, ge=1, description="examples per task at most (paper: 5); None keeps every instance"
-    )
-    include_seeds: bool = Field(
-        False, description="also export the seed tasks (paper: --include_seed_tasks)"
-    )
-    seed_tasks: Path | None = Field(
-        None, description="seed file for include_seeds (default: the run's, from its manifest)"
-    )
-
-
 class ExportSummary(BaseModel):
     """What was written, and what was left out and why."""
 
@@ -81,6 +63,8 @@ class ExportSummary(BaseModel):
     tasks: int
     seed_tasks: int = 0
     dropped: dict[str, int] = Field(default_factory=dict)  # duplicate, over_cap
+    card_path: str | None = None
+    hub_url: str | None = None
 
 
 def source_tasks(source: Path) -> list[Task]:
@@ -176,13 +160,44 @@ def export(cfg: ExportConfig) -> ExportSummary:
         cfg.output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise SelfInstructError(f"{cfg.output}: cannot create its folder ({exc})") from None
+    card = card_path(cfg)
+    if cfg.card and card.exists() and MARKER not in card.read_text(encoding="utf-8"):
+        raise SelfInstructError(
+            f"{card} exists and was not written by selfinstruct; export into another folder, "
+            "or pass --no-card"
+        )
+    _write_data(cfg, examples)
+    summary = ExportSummary(
+        examples=len(examples), tasks=len(tasks), seed_tasks=len(seeds), dropped=dict(built.dropped)
+    )
+    if cfg.card:
+        write_text_atomic(card, render_card(cfg, tasks, len(examples), summary.dropped, len(seeds)))
+        summary.card_path = str(card)
+    if cfg.push_to_hub:
+        from selfinstruct.hub import push_dataset
+
+        files = (
+            {p.name: p for p in sorted(cfg.output.iterdir()) if p.is_file()}
+            if cfg.format == "hf"
+            else {cfg.output.name: cfg.output}
+        )
+        if cfg.card:
+            files["README.md"] = card
+        summary.hub_url = push_dataset(
+            cfg.push_to_hub,
+            files,
+            private=not cfg.public,
+            message=f"selfinstruct export: {len(examples)} examples ({cfg.format})",
+        )
+    return summary
+
+
+def _write_data(cfg: ExportConfig, examples: list[Example]) -> None:
     if cfg.format == "alpaca":
         rows = [
             {"instruction": e.instruction, "input": e.input, "output": e.response} for e in examples
         ]
-        tmp = cfg.output.with_name(f".{cfg.output.name}.tmp")
-        tmp.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-        tmp.replace(cfg.output)
+        write_text_atomic(cfg.output, json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
     elif cfg.format == "messages":
         write_jsonl(
             cfg.output,
@@ -217,9 +232,3 @@ def export(cfg: ExportConfig) -> ExportSummary:
         Dataset.from_list([prompt_completion_row(e, cfg.system) for e in examples]).save_to_disk(
             str(cfg.output)
         )
-    return ExportSummary(
-        examples=len(examples),
-        tasks=len(tasks),
-        seed_tasks=len(seeds),
-        dropped=dict(built.dropped),
-    )

@@ -9,7 +9,6 @@ failed run never leaves half-written results behind.
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import time
@@ -19,10 +18,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
+from selfinstruct.atomic import atomic_write, write_json_atomic
 from selfinstruct.config import FilterConfig
 from selfinstruct.errors import InputError, SelfInstructError
 from selfinstruct.records import (
@@ -35,7 +36,6 @@ from selfinstruct.records import (
 )
 from selfinstruct.rules import RuleFilter
 from selfinstruct.similarity import RougeLIndex
-from selfinstruct.store import write_json_atomic
 from selfinstruct.tokens import TOKENIZERS, TokenEncoder, document_frequencies
 
 T = TypeVar("T")
@@ -94,8 +94,6 @@ class _Chunk:
     texts: list[str] = field(default_factory=list)
     kept_lines: list[str] = field(default_factory=list)
     # JSON pieces for the rejected line, so the sequential stage only splices strings.
-    text_json: list[str] = field(default_factory=list)
-    tail_json: list[str] = field(default_factory=list)
     encoded: list[str | tuple[int, ...]] = field(default_factory=list)
     new_tokens: list[str] = field(default_factory=list)  # first seen in this chunk, in order
 
@@ -181,11 +179,6 @@ def _produce(config: FilterConfig) -> Iterator[_Chunk]:
             chunk.origins.append(item.origin)
             chunk.texts.append(task.instruction)
             chunk.kept_lines.append(kept_line)
-            chunk.text_json.append(json.dumps(task.instruction, ensure_ascii=False))
-            chunk.tail_json.append(
-                f'"id": {json.dumps(task.id, ensure_ascii=False)}, '
-                f'"origin": {json.dumps(item.origin, ensure_ascii=False)}}}\n'
-            )
             chunk.encoded.append(encoder.encode(tokens))
         chunk.new_tokens = encoder.tokens_from(vocab_before)
         yield chunk
@@ -268,11 +261,11 @@ def run_filter(
     summary.reference_rows = len(references)
     novelty = _Novelty(config, references, frequencies) if config.novelty else None
     dropped: Counter[str] = Counter()
-    temp_paths = [out_dir / ".kept.jsonl.tmp", out_dir / ".rejected.jsonl.tmp"]
     try:
+        # Both files appear only when the pass succeeds; a failure leaves neither behind.
         with (
-            temp_paths[0].open("w", encoding="utf-8") as kept_fh,
-            temp_paths[1].open("w", encoding="utf-8") as rejected_fh,
+            atomic_write(Path(summary.kept_path)) as kept_fh,
+            atomic_write(Path(summary.rejected_path)) as rejected_fh,
         ):
             for chunk in chunks:
                 if novelty is not None:
@@ -287,21 +280,13 @@ def run_filter(
                 rejected_fh.writelines(line for _, kept, line in chunk.decided if not kept)
                 if on_progress is not None:
                     on_progress(chunk.rows_in)
+            if summary.rows_in == 0:
+                raise InputError(config.input, "the file has no rows; nothing to filter")
     except OSError as exc:
-        for path in temp_paths:
-            path.unlink(missing_ok=True)
         raise SelfInstructError(
             f"{out_dir}: cannot write the outputs ({exc.strerror or exc}); "
             "free some space or choose another --output-dir"
         ) from None
-    except BaseException:
-        for path in temp_paths:
-            path.unlink(missing_ok=True)
-        raise
-    if summary.rows_in == 0:
-        for path in temp_paths:
-            path.unlink(missing_ok=True)
-        raise InputError(config.input, "the file has no rows; nothing to filter")
     summary.dropped = dict(dropped.most_common())
     summary.comparisons = novelty.index.comparisons if novelty is not None else 0
     candidates = summary.rows_in - sum(v for k, v in dropped.items() if k != "rouge_l")
@@ -316,8 +301,6 @@ def run_filter(
             "use --tokenizer unicode"
         )
     summary.seconds = round(time.perf_counter() - started, 3)
-    temp_paths[0].replace(summary.kept_path)
-    temp_paths[1].replace(summary.rejected_path)
     write_json_atomic(out_dir / "summary.json", summary.model_dump(mode="json"))
     return summary
 
@@ -330,8 +313,7 @@ class _Novelty:
         for text in references:
             self.index.add(text)  # the pool itself is not deduplicated: it is the user's
         self.n_references = len(references)
-        self.pool_json = [json.dumps(text, ensure_ascii=False) for text in references]
-        self.threshold_json = json.dumps(config.threshold)
+        self.threshold = config.threshold
 
     def decide(self, chunk: _Chunk) -> None:
         """Run the novelty stage on a chunk's remaining rows; appends them to `chunk.decided`."""
@@ -339,20 +321,25 @@ class _Novelty:
             return
         self.index.encoder.extend(chunk.new_tokens)
         matches = self.index.add_if_novel_many(chunk.texts, encoded=chunk.encoded)
-        pool_json, n_ref, decided = self.pool_json, self.n_references, chunk.decided
+        pool, n_ref, decided = self.index.texts, self.n_references, chunk.decided
         for k, match in enumerate(matches):
             if match is None:
-                pool_json.append(chunk.text_json[k])
                 decided.append((chunk.lines[k], True, chunk.kept_lines[k]))
                 continue
             chunk.dropped["rouge_l"] += 1
-            # Spliced JSON in the Rejected schema (tests parse it back): this runs for most rows
-            # of a redundant file, and re-encoding long texts here would slow the whole run.
-            where = "reference" if match.index < n_ref else "kept"
-            line = (
-                f'{{"stage": "novelty", "reason": "rouge_l", "text": {chunk.text_json[k]}, '
-                f'"detail": {{"most_similar": {pool_json[match.index]}, '
-                f'"score": {match.score!r}, "in": "{where}", '
-                f'"threshold": {self.threshold_json}}}, {chunk.tail_json[k]}'
+            line = dump_line(
+                Rejected(
+                    stage="novelty",
+                    reason="rouge_l",
+                    text=chunk.texts[k],
+                    detail={
+                        "most_similar": pool[match.index],
+                        "score": match.score,
+                        "in": "reference" if match.index < n_ref else "kept",
+                        "threshold": self.threshold,
+                    },
+                    id=chunk.ids[k],
+                    origin=chunk.origins[k],
+                )
             )
             decided.append((chunk.lines[k], False, line))

@@ -11,46 +11,15 @@ from __future__ import annotations
 
 import resource
 import time
-from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
+from selfinstruct.atomic import write_json_atomic
+from selfinstruct.config import FinetuneConfig
 from selfinstruct.errors import SelfInstructError
 from selfinstruct.export import prompt_completion_row, source_tasks, to_examples
-from selfinstruct.store import write_json_atomic
-
-INSTALL_HINT = "pip install 'selfinstruct[finetune]'"
-
-
-class FinetuneConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    data: Path = Field(description="a run directory or any instruction file")
-    output_dir: Path = Path("outputs/finetune")
-    base_model: str | None = Field(None, description="HF id or path (default: bundled SmolLM2)")
-    lora_r: int = Field(16, ge=1, description="rank 16: enough capacity for instruction style")
-    lora_alpha: int = Field(32, ge=1, description="alpha = 2r, the common stable scaling")
-    lora_dropout: float = Field(0.05, ge=0, lt=1, description="light regularisation")
-    target_modules: str | list[str] = Field(
-        "all-linear", description="every linear layer: better than attention-only (QLoRA paper)"
-    )
-    learning_rate: float = Field(2e-4, gt=0, description="the usual LoRA rate")
-    lr_scheduler: str = Field("cosine", description="smooth decay to zero")
-    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="3% warmup avoids early spikes")
-    epochs: float = Field(3.0, gt=0, description="small synthetic sets want a few passes")
-    max_steps: int | None = Field(None, ge=1, description="stop after this many steps")
-    max_length: int = Field(1024, ge=16, description="covers almost every generated example")
-    val_fraction: float = Field(0.05, ge=0, lt=1, description="5% held out for a validation loss")
-    batch_size: int = Field(4, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    logging_steps: int = Field(5, ge=1)
-    save_steps: int = Field(50, ge=1)
-    seed: int = 0
-    merge: bool = Field(False, description="also write the merged full model")
-    device: str | None = Field(None, description="cpu or cuda (default: cuda when available)")
-    qlora: bool = Field(False, description="4-bit base model (needs a GPU and bitsandbytes)")
-    gradient_checkpointing: bool | None = Field(None, description="default: on GPU only")
+from selfinstruct.models import resolve_model, training_imports
 
 
 class TrainingSummary(BaseModel):
@@ -69,33 +38,6 @@ class TrainingSummary(BaseModel):
     device: str
     resumed_from: str | None
     config: dict[str, Any]
-
-
-def _imports() -> tuple[Any, Any, Any, Any, Any]:
-    try:
-        import datasets
-        import peft
-        import torch
-        import transformers
-        import trl
-    except ImportError:
-        raise SelfInstructError(
-            f"fine-tuning needs torch, transformers, peft, trl and datasets: {INSTALL_HINT}"
-        ) from None
-    return torch, transformers, peft, trl, datasets
-
-
-def resolve_base_model(name: str | None) -> str:
-    from selfinstruct.backends.local import check_model_name, converted_bundled_model
-
-    if name is None:
-        return str(converted_bundled_model())
-    try:
-        check_model_name(name)
-    except SelfInstructError as exc:
-        raise SelfInstructError(str(exc).replace("model ", "base model ", 1)) from None
-    path = Path(name).expanduser()
-    return str(path) if path.exists() else name
 
 
 def _device(cfg: FinetuneConfig, torch: Any) -> str:
@@ -121,16 +63,16 @@ def _checkpointing(trl: Any, enabled: bool) -> dict[str, bool]:
 
 
 def run_finetune(cfg: FinetuneConfig) -> TrainingSummary:
-    torch, transformers, peft, trl, datasets = _imports()
+    torch, transformers, peft, trl, datasets = training_imports()
     device = _device(cfg, torch)
     on_gpu = device.startswith("cuda")
-    examples = to_examples(source_tasks(cfg.data), cfg.seed, max_per_task=5).examples
+    examples = to_examples(source_tasks(cfg.data), cfg.seed, cfg.max_per_task).examples
     if not examples:
         raise SelfInstructError(
             f"{cfg.data}: no task has an instance, so there is nothing to "
             "train on; generate or filter more tasks first"
         )
-    base = resolve_base_model(cfg.base_model)
+    base = resolve_model(cfg.base_model, "base model")
     rows = [prompt_completion_row(e) for e in examples]
     dataset = datasets.Dataset.from_list(rows)
     n_val = int(len(rows) * cfg.val_fraction)
@@ -160,7 +102,10 @@ def run_finetune(cfg: FinetuneConfig) -> TrainingSummary:
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.target_modules,
+        # PEFT reads the single name "all-linear" as every linear layer but the output head.
+        target_modules=(
+            "all-linear" if cfg.target_modules == ["all-linear"] else cfg.target_modules
+        ),
         task_type="CAUSAL_LM",
     )
     checkpointing = on_gpu if cfg.gradient_checkpointing is None else cfg.gradient_checkpointing

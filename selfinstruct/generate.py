@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field
 
 from selfinstruct import __version__
 from selfinstruct.backends.base import Backend, Completion, Prompt, SamplingParams
-from selfinstruct.config import GenerateConfig, SamplingConfig
+from selfinstruct.config import GenerateConfig
 from selfinstruct.errors import SelfInstructError
 from selfinstruct.parsing import parse_instances, parse_instructions, parse_is_classification
 from selfinstruct.prompts import (
@@ -92,23 +92,6 @@ class _Candidate:
             "avg_similarity": self.avg_similarity,
             "is_classification": self.is_classification,
         }
-
-
-def _params(
-    cfg: SamplingConfig,
-    stop: Sequence[str] = (),
-    seed: int | None = None,
-    ignore_eos: bool = False,
-) -> SamplingParams:
-    return SamplingParams(
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        max_tokens=cfg.max_tokens,
-        presence_penalty=cfg.presence_penalty,
-        stop=tuple(stop),
-        seed=seed,
-        ignore_eos=ignore_eos,
-    )
 
 
 class Generator:
@@ -353,8 +336,8 @@ class Generator:
         # after the last new item, or a blank line (the paper's stops).
         last = shown + cfg.max_new_per_prompt + 1
         stop = () if self.chat else (f"\n{last}.", f"\n{last} .", "\n\n")
-        params = _params(
-            cfg.instruction_sampling, stop, seed=cfg.seed + round_no, ignore_eos=not self.chat
+        params = cfg.instruction_sampling.model_copy(
+            update={"stop": stop, "seed": cfg.seed + round_no, "ignore_eos": not self.chat}
         )
         candidates = list(pending)
         for rid, completion in zip(
@@ -456,7 +439,7 @@ class Generator:
             for cand in ready
         ]
         stop = () if self.chat else ("\nTask:", "Task:", f"Example {cfg.max_instances + 1}")
-        params = _params(cfg.instance_sampling, stop)
+        params = cfg.instance_sampling.model_copy(update={"stop": stop})
         tasks: list[Task] = []
         for k, (cand, completion) in enumerate(
             zip(ready, self._call("instances", ids, prompts, params, ready), strict=True)

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Literal
 
 from selfinstruct.backends.base import Prompt
+from selfinstruct.config import PROMPTS_DIR
 from selfinstruct.errors import ConfigError
 from selfinstruct.parsing import one_line
 from selfinstruct.records import Instance, Task
 from selfinstruct.similarity import RougeLIndex
 from selfinstruct.tokens import TokenizerName
 
-PROMPTS_DIR = Path(__file__).resolve().parents[1] / "prompts"
 STAGES = (
     "instructions",
     "instructions_classification",

@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from selfinstruct.atomic import atomic_write
 from selfinstruct.errors import InputError
 
 
@@ -288,16 +289,11 @@ def read_tasks(path: str | os.PathLike[str]) -> list[Task]:
 
 def write_jsonl(path: str | os.PathLike[str], records: Iterable[BaseModel | dict[str, Any]]) -> int:
     """Write records to `path` atomically (temp file + rename); returns the number written."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     count = 0
-    with tmp.open("w", encoding="utf-8") as fh:
+    with atomic_write(Path(path)) as fh:
         for record in records:
             fh.write(dump_line(record))
             count += 1
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
     return count
 
 

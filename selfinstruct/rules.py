@@ -19,58 +19,10 @@ import string
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
+from selfinstruct.config import PAPER_KEYWORDS, RuleConfig
 from selfinstruct.records import Instance
 
-# Self-Instruct's list plus Alpaca's additions (video, audio, music, flowchart, diagram).
-PAPER_KEYWORDS: tuple[str, ...] = (
-    "image",
-    "images",
-    "graph",
-    "graphs",
-    "picture",
-    "pictures",
-    "file",
-    "files",
-    "map",
-    "maps",
-    "draw",
-    "plot",
-    "go to",
-    "video",
-    "audio",
-    "music",
-    "flowchart",
-    "diagram",
-)
-
-
-class RuleConfig(BaseModel):
-    """Which rule filters run, and with what values. `None` or an empty list switches one off."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    min_words: int | None = Field(4, ge=0, description="paper: drop 3 words or fewer")
-    max_words: int | None = Field(150, ge=1, description="paper: drop more than 150 words")
-    keywords: list[str] = Field(
-        default_factory=lambda: list(PAPER_KEYWORDS),
-        description="whole words/phrases, case-insensitive; the paper's list by default",
-    )
-    banned_prefixes: list[str] = Field(
-        default_factory=lambda: ["Write a program"],
-        description="the model over-produces these (paper), so they are dropped; any case",
-    )
-    drop_punctuation_start: bool = True
-    drop_non_ascii_start: bool = True
-
-    @field_validator("keywords", "banned_prefixes")
-    @classmethod
-    def _no_blank(cls, values: list[str]) -> list[str]:
-        cleaned = [v.strip() for v in values]
-        if any(not v for v in cleaned):
-            raise ValueError("entries must not be blank")
-        return cleaned
+__all__ = ["PAPER_KEYWORDS", "InstanceVerdict", "RuleConfig", "RuleFilter", "filter_instances"]
 
 
 @dataclass(frozen=True, slots=True)

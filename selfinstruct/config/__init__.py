@@ -1,0 +1,58 @@
+"""Every command's options, declared once (see base.py), and the job file."""
+
+from selfinstruct.config.base import (
+    DATA_DIR,
+    EVAL_TASKS,
+    PROMPTS_DIR,
+    SEED_TASKS,
+    build_config,
+    deep_merge,
+    load_config_file,
+    option,
+    validation_problems,
+)
+from selfinstruct.config.commands import (
+    PAPER_KEYWORDS,
+    EvalConfig,
+    ExportConfig,
+    ExportFormat,
+    FilterConfig,
+    FinetuneConfig,
+    GenerateConfig,
+    InstanceSampling,
+    InstructionSampling,
+    Options,
+    ReportConfig,
+    RuleConfig,
+    RunConfig,
+    SamplingParams,
+)
+from selfinstruct.config.job import STAGES, JobFile
+
+__all__ = [
+    "DATA_DIR",
+    "EVAL_TASKS",
+    "PAPER_KEYWORDS",
+    "PROMPTS_DIR",
+    "SEED_TASKS",
+    "STAGES",
+    "EvalConfig",
+    "ExportConfig",
+    "ExportFormat",
+    "FilterConfig",
+    "FinetuneConfig",
+    "GenerateConfig",
+    "InstanceSampling",
+    "InstructionSampling",
+    "JobFile",
+    "Options",
+    "ReportConfig",
+    "RuleConfig",
+    "RunConfig",
+    "SamplingParams",
+    "build_config",
+    "deep_merge",
+    "load_config_file",
+    "option",
+    "validation_problems",
+]

@@ -1,0 +1,180 @@
+"""What the commands print: live progress, summary tables, the paper's Table 1.
+
+Everything goes through rich: tables and the result line to stdout, progress and warnings to
+stderr, so `command > file` keeps the results and the terminal keeps the progress.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+out = Console()
+err = Console(stderr=True)
+
+
+def run_with_display(fn: Callable[..., Any], cfg: Any, quiet: bool) -> Any:
+    """Run the generate loop with a live bar on a terminal, a log line per round otherwise."""
+    if quiet:
+        return fn(cfg)
+    if not sys.stderr.isatty():
+
+        def log_line(p: Any) -> None:
+            top = ", ".join(f"{k} {v}" for k, v in p.rejected.most_common(3))
+            err.print(
+                f"round {p.round}: accepted {p.accepted}/{p.target}, requests "
+                f"{p.requests}, tokens {p.tokens:,}, rejected: {top or '-'}",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+        return fn(cfg, on_progress=log_line)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("accepted"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.description}"),
+    )
+    with Progress(*columns, console=err, transient=False) as progress:
+        task = progress.add_task("starting", total=cfg.target_tasks)
+
+        def update(p: Any) -> None:
+            rate = p.requests / max(1e-9, time.perf_counter() - p.started)
+            top = ", ".join(f"{k} {v}" for k, v in p.rejected.most_common(2))
+            progress.update(
+                task,
+                completed=min(p.accepted, p.target),
+                description=(
+                    f"round {p.round} · {p.tokens:,} tokens · {rate:.1f} req/s · rejected: "
+                    f"{top or '-'}"
+                ),
+            )
+
+        return fn(cfg, on_progress=update)
+
+
+def print_generate_summary(summary: Any) -> None:
+    table = Table(show_header=True, header_style="bold")
+    table.add_column(f"generate -> {summary.run_dir}")
+    table.add_column("", justify="right")
+    table.add_row("[green]accepted tasks[/]", f"{summary.accepted:,} / {summary.target:,}")
+    table.add_row("rounds", f"{summary.rounds:,}")
+    table.add_row("requests", f"{summary.requests:,}")
+    table.add_row(
+        "tokens (prompt + completion)", f"{summary.prompt_tokens:,} + {summary.completion_tokens:,}"
+    )
+    if summary.cost_usd is not None:
+        table.add_row("estimated cost", f"${summary.cost_usd:.4f}")
+    for reason, count in sorted(summary.rejected.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"rejected: {reason}", f"{count:,}")
+    for reason, count in sorted(summary.instances_dropped.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"instances dropped: {reason}", f"{count:,}")
+    out.print(table)
+    out.print(table1(summary.table1))
+    out.print(f"{summary.status}: {summary.message} ({summary.seconds:.1f} s)", highlight=False)
+
+
+def table1(stats: Any) -> Table:
+    from selfinstruct.stats import table1_rows
+
+    table = Table(title="Table 1 (the paper's statistics)", header_style="bold")
+    table.add_column("statistic")
+    table.add_column("this run", justify="right")
+    table.add_column("paper (GPT-3)", justify="right")
+    for row in table1_rows(stats):
+        table.add_row(*row)
+    return table
+
+
+def with_progress(fn: Callable[..., Any], cfg: Any, quiet: bool) -> Any:
+    """Run a filter pass with a spinner and a row count on a terminal."""
+    if quiet or not sys.stderr.isatty():
+        return fn(cfg)
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TextColumn("{task.completed:,} rows"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("filtering", total=None)
+        return fn(cfg, lambda n: progress.advance(task, n))
+
+
+def print_filter_summary(summary: Any) -> None:
+    table = Table(show_header=True, header_style="bold")
+    table.add_column(f"filter {Path(summary.input).name}")
+    table.add_column("rows", justify="right")
+    table.add_row("read", f"{summary.rows_in:,}")
+    table.add_row("[green]kept[/]", f"{summary.kept:,}")
+    for reason, count in summary.dropped.items():
+        table.add_row(f"dropped: {reason}", f"{count:,}")
+    if summary.reference_rows:
+        table.add_row("reference pool (compared, not written)", f"{summary.reference_rows:,}")
+    out.print(table)
+    out.print(
+        f"{summary.seconds:.2f} s; kept -> {summary.kept_path}; "
+        f"rejected (with reasons) -> {summary.rejected_path}",
+        highlight=False,
+    )
+    for warning in summary.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+
+
+def print_finetune_summary(summary: Any) -> None:
+    table = Table(show_header=True, header_style="bold")
+    table.add_column(f"finetune -> {summary.output_dir}")
+    table.add_column("", justify="right")
+    first, last = summary.train_loss[:1], summary.train_loss[-1:]
+    table.add_row(
+        "examples (train / validation)", f"{summary.train_examples} / {summary.validation_examples}"
+    )
+    table.add_row("steps", str(summary.steps))
+    if first and last:
+        table.add_row(
+            "train loss (first -> last log)", f"{first[0]['loss']:.3f} -> {last[0]['loss']:.3f}"
+        )
+    if summary.validation_loss:
+        table.add_row("validation loss (last)", f"{summary.validation_loss[-1]['loss']:.3f}")
+    table.add_row("tokens/s", f"{summary.tokens_per_second:.0f}")
+    table.add_row("peak memory", f"{summary.peak_memory_mb:.0f} MB ({summary.device})")
+    table.add_row("wall", f"{summary.wall_seconds:.1f} s")
+    out.print(table)
+
+
+def print_eval_summary(summary: Any) -> None:
+    table = Table(show_header=True, header_style="bold")
+    table.add_column(f"eval ({summary.examples} examples)")
+    for v in summary.variants:
+        table.add_column(v.name, justify="right")
+    table.add_row("response loss", *[f"{v.loss:.3f}" for v in summary.variants])
+    table.add_row("perplexity", *[f"{v.perplexity:.2f}" for v in summary.variants])
+    table.add_row("ROUGE-L vs reference", *[f"{v.rouge_l:.3f}" for v in summary.variants])
+    if any(v.judge for v in summary.variants):
+        for grade in ("A", "B", "C", "D", "unparsed"):
+            table.add_row(
+                f"judge: {grade}", *[str(v.judge.get(grade, 0)) for v in summary.variants]
+            )
+    out.print(table)
+    out.print(f"responses and summary -> {summary.output_dir}", highlight=False)
