@@ -89,7 +89,7 @@ def local_model() -> None:
             {
                 "run_dir": run_dir,
                 "target_tasks": 20,
-                "prompts_per_round": 4,
+                "window": 4,
                 "instruction_sampling": {"max_tokens": 200},
                 "instance_sampling": {"max_tokens": 120},
             }

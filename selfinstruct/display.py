@@ -19,17 +19,44 @@ out = Console()
 err = Console(stderr=True)
 
 
+def backend_line(stats: Any) -> str:
+    """In flight / limit / retries / 429s / timeouts, as far as the backend has them."""
+    parts = [f"in flight {stats.in_flight}" + (f"/{stats.limit}" if stats.limit else "")]
+    for name, value in (
+        ("retries", stats.retries),
+        ("429s", stats.rate_limited),
+        ("timeouts", stats.timeouts),
+        ("failed", stats.failed),
+    ):
+        if value:
+            parts.append(f"{name} {value}")
+    if stats.batches:
+        parts.append(f"batches {stats.batches} (largest {stats.largest_batch})")
+    return ", ".join(parts)
+
+
+# A plain log (not a terminal) gets a line at most this often.
+LOG_EVERY = 5.0
+
+
 def run_with_display(fn: Callable[..., Any], cfg: Any, quiet: bool) -> Any:
-    """Run the generate loop with a live bar on a terminal, a log line per round otherwise."""
+    """Run the generate loop with a live bar on a terminal, a log line every few seconds
+    otherwise."""
     if quiet:
         return fn(cfg)
     if not sys.stderr.isatty():
+        last = [0.0]
 
         def log_line(p: Any) -> None:
+            now = time.perf_counter()
+            if now - last[0] < LOG_EVERY and p.accepted < p.target:
+                return
+            last[0] = now
             top = ", ".join(f"{k} {v}" for k, v in p.rejected.most_common(3))
             err.print(
-                f"round {p.round}: accepted {p.accepted}/{p.target}, requests "
-                f"{p.requests}, tokens {p.tokens:,}, rejected: {top or '-'}",
+                f"{now - p.started:.0f} s: accepted {p.accepted}/{p.target}, prompts {p.prompts}, "
+                f"requests {p.requests}, tokens {p.tokens:,}, {backend_line(p.backend)}; "
+                f"rejected: {top or '-'}",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -63,8 +90,8 @@ def run_with_display(fn: Callable[..., Any], cfg: Any, quiet: bool) -> Any:
                 task,
                 completed=min(p.accepted, p.target),
                 description=(
-                    f"round {p.round} · {p.tokens:,} tokens · {rate:.1f} req/s · rejected: "
-                    f"{top or '-'}"
+                    f"{p.tokens:,} tokens · {rate:.1f} req/s · {backend_line(p.backend)} · "
+                    f"rejected: {top or '-'}"
                 ),
             )
 
@@ -76,8 +103,9 @@ def print_generate_summary(summary: Any) -> None:
     table.add_column(f"generate -> {summary.run_dir}")
     table.add_column("", justify="right")
     table.add_row("[green]accepted tasks[/]", f"{summary.accepted:,} / {summary.target:,}")
-    table.add_row("rounds", f"{summary.rounds:,}")
+    table.add_row("instruction prompts", f"{summary.prompts:,}")
     table.add_row("requests", f"{summary.requests:,}")
+    table.add_row("backend", backend_line(summary.backend))
     table.add_row(
         "tokens (prompt + completion)", f"{summary.prompt_tokens:,} + {summary.completion_tokens:,}"
     )

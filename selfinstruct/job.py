@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -189,18 +190,33 @@ class JobRunner:
 
     def _run_stage(self, stage: str) -> tuple[str, str]:
         if stage == "generate":
+            from selfinstruct.display import LOG_EVERY, backend_line
             from selfinstruct.generate import run_generate
 
+            last = [0.0]
+
             def progress(p: Any) -> None:
+                now = time.monotonic()
+                if now - last[0] < LOG_EVERY and p.accepted < p.target:
+                    return
+                last[0] = now
+                stats = p.backend
                 log.info(
-                    f"generate: round {p.round}, accepted {p.accepted}/{p.target}",
+                    f"generate: accepted {p.accepted}/{p.target}, prompts {p.prompts}, "
+                    f"{backend_line(stats)}",
                     extra={
                         "stage": "generate",
-                        "event": "round",
+                        "event": "progress",
                         "counts": {
                             "accepted": p.accepted,
+                            "prompts": p.prompts,
                             "requests": p.requests,
                             "tokens": p.tokens,
+                            "in_flight": stats.in_flight,
+                            "limit": stats.limit,
+                            "retries": stats.retries,
+                            "rate_limited": stats.rate_limited,
+                            "timeouts": stats.timeouts,
                             **dict(p.rejected),
                         },
                     },

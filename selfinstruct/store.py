@@ -4,12 +4,13 @@ Layout of `outputs/<run>/`:
 
 - `tasks.jsonl`, `rejected.jsonl`: accepted tasks and every dropped item, one JSON per line.
 - `requests.jsonl`: every model response, written (and flushed) the moment it arrives, keyed by
-  a deterministic request id. On resume the interrupted round is replayed with the same random
-  state, and responses already in the journal are reused instead of requested again: nothing
-  paid for is lost and nothing is asked twice.
-- `rounds.jsonl`: one marker per finished round, written after that round's tasks and rejects,
-  with the byte size of both files at that point. On resume both files are cut back to the last
-  marker, which removes a partly written round (and any torn last line) before it is replayed.
+  a deterministic request id, with a hash of the prompt. On resume the loop runs again from the
+  start, answering from the journal what it can: nothing paid for is lost, nothing is asked
+  twice, and every decision comes out as it did.
+- `commits.jsonl`: one marker per instruction prompt whose results are written (its tasks and
+  rejects go out together, in prompt order), with the byte size of both files at that point. On
+  resume both files are cut back to the last marker, which removes a partly written prompt (and
+  any torn last line); the replay then skips writing what the markers already cover.
 - `manifest.json` (config snapshot, never secrets; status; counts) and `usage.json`, written
   atomically (temp file + rename).
 - `lock`: held with flock while a process writes the run; the kernel releases it if the
@@ -24,7 +25,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from selfinstruct.atomic import write_json_atomic
 from selfinstruct.errors import RunLockedError, SelfInstructError
@@ -36,12 +37,12 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 
-class RoundMarker(BaseModel):
-    round: int
+class CommitMarker(BaseModel):
+    prompt: int  # the instruction prompt whose results were written
     tasks_bytes: int
     rejected_bytes: int
-    accepted: int  # tasks accepted in this round
-    pending: list[dict[str, Any]] = Field(default_factory=list)  # carried to the next round
+    accepted: int  # tasks accepted from this prompt
+    rejected: int  # records written to rejected.jsonl for this prompt
 
 
 class JournalEntry(BaseModel):
@@ -51,6 +52,8 @@ class JournalEntry(BaseModel):
     finish_reason: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    error: str | None = None  # a request that failed for good (finish_reason "error")
+    prompt_sha: str | None = None  # the prompt's hash: a resumed run must send the same prompt
     # What the request was about, so a journal can be parsed again on its own (golden corpus,
     # a parser fix): the instruction, and for instance requests whether it was classification.
     instruction: str | None = None
@@ -96,6 +99,16 @@ def _read_jsonl_prefix(path: Path) -> tuple[list[dict[str, Any]], int]:
     return records, good
 
 
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+def _prefix_size(path: Path, lines: int) -> int:
+    """Bytes taken by the first `lines` lines of `path`."""
+    with path.open("rb") as fh:
+        return sum(len(fh.readline()) for _ in range(lines))
+
+
 class RunStore:
     """One run directory, opened for writing by at most one process at a time."""
 
@@ -104,7 +117,7 @@ class RunStore:
         self.tasks_path = path / "tasks.jsonl"
         self.rejected_path = path / "rejected.jsonl"
         self.journal_path = path / "requests.jsonl"
-        self.rounds_path = path / "rounds.jsonl"
+        self.commits_path = path / "commits.jsonl"
         self.manifest_path = path / "manifest.json"
         self.usage_path = path / "usage.json"
         self._lock_fh: Any = None
@@ -113,12 +126,12 @@ class RunStore:
         # Running totals of the journal's usage: budgets are checked before every batch.
         self.prompt_tokens = 0
         self.completion_tokens = 0
-        self.rounds: list[RoundMarker] = []
+        self.commits: list[CommitMarker] = []
 
     # -- opening ------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Lock the run, repair what a crash may have left, and load the journal and rounds."""
+        """Lock the run, repair what a crash may have left, and load the journal and commits."""
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -126,10 +139,20 @@ class RunStore:
                 f"{self.path}: cannot create the run directory ({exc})"
             ) from None
         self._lock()
-        markers, size = _read_jsonl_prefix(self.rounds_path)
-        self.rounds = [RoundMarker.model_validate(m) for m in markers]
-        self._truncate(self.rounds_path, size)
-        last = self.rounds[-1] if self.rounds else None
+        markers, size = _read_jsonl_prefix(self.commits_path)
+        self.commits = [CommitMarker.model_validate(m) for m in markers]
+        # A marker is trusted only if the data it points at is there (a power cut can lose
+        # what the kernel had not written yet).
+        while self.commits and (
+            self.commits[-1].tasks_bytes > _size(self.tasks_path)
+            or self.commits[-1].rejected_bytes > _size(self.rejected_path)
+        ):
+            self.commits.pop()
+        self._truncate(
+            self.commits_path,
+            size if not markers else _prefix_size(self.commits_path, len(self.commits)),
+        )
+        last = self.commits[-1] if self.commits else None
         self._truncate(self.tasks_path, last.tasks_bytes if last else 0)
         self._truncate(self.rejected_path, last.rejected_bytes if last else 0)
         entries, size = _read_jsonl_prefix(self.journal_path)
@@ -141,7 +164,7 @@ class RunStore:
             ("tasks", self.tasks_path),
             ("rejected", self.rejected_path),
             ("journal", self.journal_path),
-            ("rounds", self.rounds_path),
+            ("commits", self.commits_path),
         ):
             self._files[name] = path.open("a", encoding="utf-8")
 
@@ -201,31 +224,33 @@ class RunStore:
         self.prompt_tokens += entry.prompt_tokens
         self.completion_tokens += entry.completion_tokens
 
-    def commit_round(
-        self,
-        round_no: int,
-        tasks: list[Task],
-        rejected: list[Rejected],
-        pending: list[dict[str, Any]],
-    ) -> None:
-        """Append a round's results, make them durable, then mark the round finished."""
-        for name, records in (("tasks", tasks), ("rejected", rejected)):
-            fh = self._files[name]
-            fh.writelines(dump_line(r) for r in records)
-            fh.flush()
-            os.fsync(fh.fileno())
-        marker = RoundMarker(
-            round=round_no,
-            tasks_bytes=self.tasks_path.stat().st_size,
-            rejected_bytes=self.rejected_path.stat().st_size,
-            accepted=len(tasks),
-            pending=pending,
-        )
-        fh = self._files["rounds"]
-        fh.write(marker.model_dump_json() + "\n")
+    def commit(self, results: list[tuple[int, list[Task], list[Rejected]]]) -> None:
+        """Append the results of consecutive prompts, make them durable, then mark them written.
+
+        One fsync per file per call: the loop hands over every prompt that became complete at
+        once, so a fast run does not pay a disk flush per prompt.
+        """
+        markers = []
+        for prompt, tasks, rejected in results:
+            for name, records in (("tasks", tasks), ("rejected", rejected)):
+                self._files[name].writelines(dump_line(r) for r in records)
+                self._files[name].flush()
+            markers.append(
+                CommitMarker(
+                    prompt=prompt,
+                    tasks_bytes=_size(self.tasks_path),
+                    rejected_bytes=_size(self.rejected_path),
+                    accepted=len(tasks),
+                    rejected=len(rejected),
+                )
+            )
+        for name in ("tasks", "rejected"):
+            os.fsync(self._files[name].fileno())
+        fh = self._files["commits"]
+        fh.writelines(m.model_dump_json() + "\n" for m in markers)
         fh.flush()
         os.fsync(fh.fileno())
-        self.rounds.append(marker)
+        self.commits.extend(markers)
 
     def write_manifest(self, data: dict[str, Any]) -> None:
         write_json_atomic(self.manifest_path, data)

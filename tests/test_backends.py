@@ -72,7 +72,8 @@ def test_vllm_mapping_with_a_stand_in(monkeypatch: pytest.MonkeyPatch, tmp_path:
     done = backend.generate(["a", "b"], params)
     assert [c.text for c in done] == ["out:a", "out:b"] and done[0].finish_reason == "length"
     assert done[0].usage.prompt_tokens == 2 and done[0].usage.completion_tokens == 3
-    assert fake.sampling.kwargs == {
+    assert len(fake.sampling) == 2  # one SamplingParams per prompt, in one engine call
+    assert fake.sampling[0].kwargs == {
         "n": 1,
         "temperature": 0.7,
         "top_p": 0.5,
@@ -96,17 +97,54 @@ def test_openai_needs_a_model(tmp_path: Path) -> None:
         make_backend(GenerateConfig(backend="openai", run_dir=tmp_path))
 
 
-def test_adaptive_limit_halves_and_recovers() -> None:
+def test_adaptive_limit_halves_once_per_wave_and_recovers() -> None:
+    import time
+
     async def scenario() -> list[int]:
         limit = AdaptiveLimit(8)
         seen = [limit.limit]
-        await limit.rate_limited()
+        wave = time.monotonic()
+        await limit.congested(wave)
         seen.append(limit.limit)
-        await limit.rate_limited()
+        await limit.congested(wave)  # another reply of the same wave: no second halving
+        seen.append(limit.limit)
+        await limit.congested(time.monotonic() + 1)  # sent after the decrease: halve again
         seen.append(limit.limit)
         for _ in range(2):
             await limit.succeeded()
         seen.append(limit.limit)
         return seen
 
-    assert asyncio.run(scenario()) == [8, 4, 2, 3]
+    assert asyncio.run(scenario()) == [8, 4, 4, 2, 3]
+
+
+def test_batched_backend_answers_everything_waiting_in_one_call() -> None:
+    import threading
+    import time
+
+    from selfinstruct.backends.base import BatchedBackend, Completion
+
+    release = threading.Event()
+    calls: list[int] = []
+
+    class Slow(BatchedBackend):
+        name, model, chat = "slow", "m", False
+
+        def _generate_batch(self, prompts, params):  # type: ignore[no-untyped-def]
+            calls.append(len(prompts))
+            release.wait(5)
+            return [Completion(text=f"{p}!") for p in prompts]
+
+    backend = Slow()
+    params = SamplingParams()
+    first = backend.submit("0", "a", params)  # taken alone; blocks the worker
+    time.sleep(0.2)
+    rest = [backend.submit(str(k), f"p{k}", params) for k in range(5)]
+    release.set()
+    assert first.result(5).text == "a!" and [f.result(5).text for f in rest] == [
+        f"p{k}!" for k in range(5)
+    ]
+    assert calls == [1, 5]  # everything that waited went in one call
+    stats = backend.stats()
+    assert (stats.batches, stats.largest_batch, stats.in_flight) == (2, 5, 0)
+    backend.close()

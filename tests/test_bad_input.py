@@ -122,7 +122,7 @@ def test_generate_input_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         raise OSError(errno.ENOSPC, "No space left on device")
 
     run_dir = tmp_path / "r3"
-    monkeypatch.setattr(RunStore, "commit_round", no_space)
+    monkeypatch.setattr(RunStore, "commit", no_space)
     result = runner.invoke(app, ["generate", "--dry-run", "--run-dir", str(run_dir), "-n", "9"])
     assert result.exit_code == 2 and "No space left on device" in result.output
     monkeypatch.undo()

@@ -91,7 +91,7 @@ def test_every_config_field_is_an_option() -> None:
 
 def test_flags_reach_the_config_and_override_a_file(tmp_path: Path) -> None:
     config = tmp_path / "gen.yaml"
-    config.write_text("target_tasks: 50\nprompts_per_round: 3\nrules:\n  min_words: 6\n")
+    config.write_text("target_tasks: 50\nwindow: 3\nrules:\n  min_words: 6\n")
     run_dir = tmp_path / "run"
     result = runner.invoke(
         app,
@@ -116,7 +116,7 @@ def test_flags_reach_the_config_and_override_a_file(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     cfg = json.loads((run_dir / "manifest.json").read_text())["config"]
     assert cfg["target_tasks"] == 4  # flag over file
-    assert cfg["prompts_per_round"] == 3  # file over default
+    assert cfg["window"] == 3  # file over default
     assert cfg["instruction_sampling"]["max_tokens"] == 77
     assert cfg["instruction_sampling"]["temperature"] == 0.7  # untouched nested default
     assert cfg["rules"]["min_words"] == 6 and cfg["rules"]["max_words"] is None  # 0 = off

@@ -140,9 +140,7 @@ def _scripted_run(tmp_path: Path) -> Path:
     from selfinstruct.generate import run_generate
 
     run = tmp_path / "run"
-    run_generate(
-        GenerateConfig(run_dir=run, backend="scripted", target_tasks=6, prompts_per_round=2)
-    )
+    run_generate(GenerateConfig(run_dir=run, backend="scripted", target_tasks=6, window=2))
     return run
 
 

@@ -28,7 +28,7 @@ def test_generate_at_a_30_percent_fault_rate_loses_nothing(
             base_url=[server.url],
             chat=False,
             target_tasks=40,
-            prompts_per_round=4,
+            window=4,
             timeout=1.0,
             max_retries=8,
         )
@@ -64,7 +64,7 @@ def test_auth_and_missing_model_stop_the_run_at_once(
         )
         with pytest.raises(BackendError) as err:
             run_generate(cfg)
-        assert len(server.bodies) <= cfg.prompts_per_round  # no retries
+        assert len(server.bodies) <= cfg.window  # no retries
     assert str(status) in str(err.value) and CANARY not in str(err.value)
 
 
@@ -82,7 +82,7 @@ def _dry_run_cmd(run_dir: Path, target: int) -> list[str]:
         str(run_dir),
         "-n",
         str(target),
-        "--prompts-per-round",
+        "--window",
         "2",
     ]
 
@@ -107,16 +107,14 @@ def test_twenty_sigkills_then_resume_equal_an_uninterrupted_run(tmp_path: Path) 
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     subprocess.run(_dry_run_cmd(run_dir, target), env=env, check=True)
-    for name in ("tasks.jsonl", "rejected.jsonl", "rounds.jsonl"):
+    for name in ("tasks.jsonl", "rejected.jsonl", "commits.jsonl"):
         assert (run_dir / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
     ids = [json.loads(x)["id"] for x in (run_dir / "requests.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids))
 
 
 def test_torn_last_lines_are_detected_and_repaired(tmp_path: Path) -> None:
-    cfg = GenerateConfig(
-        run_dir=tmp_path / "run", backend="scripted", target_tasks=20, prompts_per_round=2
-    )
+    cfg = GenerateConfig(run_dir=tmp_path / "run", backend="scripted", target_tasks=20, window=2)
     run_generate(cfg.model_copy(update={"target_tasks": 10}))
     run = tmp_path / "run"
     # What a crash in the middle of writes leaves: half a task line (past the last round
@@ -164,7 +162,7 @@ def test_a_canary_key_reaches_no_file_log_or_error(tmp_path: Path) -> None:
         job.write_text(
             f"run_dir: {tmp_path / 'run'}\ngenerate:\n  backend: openai\n"
             f"  model: m\n  base_url: ['{server.url}']\n  chat: false\n"
-            "  target_tasks: 10\n  prompts_per_round: 3\nexport: null\n"
+            "  target_tasks: 10\n  window: 3\nexport: null\n"
         )
         env = {**os.environ, "PYTHONPATH": str(REPO), "OPENAI_API_KEY": CANARY}
         result = subprocess.run(

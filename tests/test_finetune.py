@@ -27,9 +27,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run_dir = tmp_path_factory.mktemp("gen") / "run"
-    run_generate(
-        GenerateConfig(run_dir=run_dir, backend="scripted", target_tasks=16, prompts_per_round=2)
-    )
+    run_generate(GenerateConfig(run_dir=run_dir, backend="scripted", target_tasks=16, window=2))
     return run_dir
 
 

@@ -23,7 +23,7 @@ def config(tmp_path: Path, **overrides) -> GenerateConfig:
         "run_dir": tmp_path / "run",
         "backend": "scripted",
         "target_tasks": 12,
-        "prompts_per_round": 2,
+        "window": 2,
     }
     return GenerateConfig.model_validate({**base, **overrides})
 
@@ -64,7 +64,7 @@ def test_prompt_assembly_mixes_seed_and_machine_tasks(tmp_path: Path) -> None:
     first = tasks[0]
     assert first["source"] == "machine" and first["round"] == 0 and first["instances"]
     assert len(first["most_similar"]) == 10 and first["avg_similarity_score"] > 0
-    assert first["request_id"] == "0:instructions:0"
+    assert first["request_id"] == "0:instructions"
 
 
 def test_every_filter_and_routing(tmp_path: Path) -> None:
@@ -78,20 +78,23 @@ def test_every_filter_and_routing(tmp_path: Path) -> None:
         "14. Suggest a weekend plan for a rainy day in town.\n"  # input-first, good
         "15. Name a"  # truncated
     )
+    # The first two instruction prompts get these replies, whenever the loop sends them.
     replies = [
         Completion(text=listing, finish_reason="length"),
         Completion(text="Sure! Here you go:\n", finish_reason="stop"),
     ]
 
-    def rule(text: str) -> str | None:
+    def rule(text: str) -> str | Completion | None:
+        if text.endswith("9.") and replies:
+            return replies.pop(0)
         if "Is it classification?" in text[-200:]:
             return " Yes" if "Classify the review" in text[-200:] else " It depends"
         if text.rstrip().endswith("Task: Give two tips for keeping houseplants alive."):
             return "\nInput: same\nOutput: one\n\nInput: same\nOutput: two\n"
         return None
 
-    backend = ScriptedBackend(replies, rules=[rule])
-    run_generate(config(tmp_path, target_tasks=2, prompts_per_round=2), backend)
+    backend = ScriptedBackend(rules=[rule])
+    run_generate(config(tmp_path, target_tasks=3, window=2), backend)
     rejected = read(tmp_path / "run" / "rejected.jsonl")
     reasons = {(r["stage"], r["reason"]) for r in rejected}
     assert {
@@ -114,9 +117,9 @@ def test_every_filter_and_routing(tmp_path: Path) -> None:
 
 def test_no_progress_stops_with_a_reason(tmp_path: Path) -> None:
     backend = ScriptedBackend(rules=[lambda text: " Draw a map of the city.\n"], canned=False)
-    summary = run_generate(config(tmp_path, no_progress_rounds=3), backend)
-    assert summary.status == "stalled" and summary.rounds == 3
-    assert "3 rounds in a row" in summary.message and "keyword" in summary.message
+    summary = run_generate(config(tmp_path, no_progress_prompts=3), backend)
+    assert summary.status == "stalled" and summary.prompts == 3
+    assert "3 instruction prompts in a row" in summary.message and "keyword" in summary.message
 
 
 def test_budget_stops_and_resume_continues(tmp_path: Path) -> None:
@@ -127,23 +130,29 @@ def test_budget_stops_and_resume_continues(tmp_path: Path) -> None:
     assert summary.status == "done" and summary.accepted >= 40
 
 
-def test_failed_requests_go_back_to_the_queue(tmp_path: Path) -> None:
-    failures = {"left": 3}
+def test_failed_requests_are_asked_again_or_dropped_with_a_reason(tmp_path: Path) -> None:
+    failures = {"transient": 3, "final": 1}
 
     def flaky(text: str) -> Completion | None:
-        if "Is it classification?" in text[-300:] and failures["left"]:
-            failures["left"] -= 1
-            return Completion(text="", finish_reason="error", error="HTTP 503")
+        if "Is it classification?" in text[-300:] and failures["transient"]:
+            failures["transient"] -= 1
+            return Completion(text="", finish_reason="error", error="HTTP 503", retryable=True)
+        if text.rstrip().endswith("Task:") is False and "Class label" in text and failures["final"]:
+            failures["final"] -= 1
+            return Completion(text="", finish_reason="error", error="HTTP 400: too long")
         return None
 
-    summary = run_generate(config(tmp_path, target_tasks=10), ScriptedBackend(rules=[flaky]))
-    assert summary.status == "done"
-    rounds = read(tmp_path / "run" / "rounds.jsonl")
-    assert len(rounds[0]["pending"]) == 3  # carried over, not dropped
-    carried = {p["instruction"] for p in rounds[0]["pending"]}
-    accepted = {t["instruction"] for t in read(tmp_path / "run" / "tasks.jsonl")}
-    rejected = {r["text"] for r in read(tmp_path / "run" / "rejected.jsonl")}
-    assert carried <= accepted | rejected
+    backend = ScriptedBackend(rules=[flaky])
+    summary = run_generate(config(tmp_path, target_tasks=10), backend)
+    assert summary.status == "done" and failures == {"transient": 0, "final": 0}
+    journal = read(tmp_path / "run" / "requests.jsonl")
+    # A transient failure is asked again and never journaled; a final one is journaled once.
+    assert not any(e.get("error") == "HTTP 503" for e in journal)
+    assert [e["error"] for e in journal if e.get("error")] == ["HTTP 400: too long"]
+    dropped = [
+        r for r in read(tmp_path / "run" / "rejected.jsonl") if r["reason"] == "request_failed"
+    ]
+    assert len(dropped) == 1 and dropped[0]["detail"]["error"] == "HTTP 400: too long"
 
 
 def test_lock_and_changed_settings(tmp_path: Path) -> None:
@@ -170,7 +179,7 @@ def test_cli_dry_run_exit_codes_and_config(tmp_path: Path) -> None:
     run_dir = tmp_path / "cli"
     result = runner.invoke(app, ["generate", "--dry-run", "--run-dir", str(run_dir), "-n", "5"])
     assert result.exit_code == 0, result.output
-    assert "accepted tasks" in result.output and "round 1" in result.output
+    assert "accepted tasks" in result.output and "accepted 0/5, prompts 0" in result.output
     config_file = tmp_path / "gen.toml"
     config_file.write_text('backend = "scripted"\ntarget_tasks = 400\nmax_requests = 3\n')
     result = runner.invoke(

@@ -25,7 +25,7 @@ CANARY = "sk-job-canary-5150"
 def job_file(tmp_path: Path, name: str = "job.yaml", **extra: str) -> Path:
     text = (
         f"run_dir: {tmp_path / 'run'}\n"
-        "generate:\n  backend: scripted\n  target_tasks: 30\n  prompts_per_round: 3\n"
+        "generate:\n  backend: scripted\n  target_tasks: 30\n  window: 3\n"
         "  api_key_env: ${KEY_NAME}\n"
         "filter:\n  threshold: 0.6\n"
         "export:\n  format: messages\n"
@@ -86,14 +86,12 @@ def test_unset_variable_and_unknown_key(tmp_path: Path) -> None:
 
 def test_budget_exit_code_json_log_and_status(tmp_path: Path) -> None:
     path = job_file(tmp_path)
-    path.write_text(
-        path.read_text().replace("prompts_per_round: 3", "prompts_per_round: 3\n  max_requests: 5")
-    )
+    path.write_text(path.read_text().replace("window: 3", "window: 3\n  max_requests: 5"))
     result = run("run", str(path), "--log-format", "json", env={"KEY_NAME": "X"})
     assert result.returncode == 5, result.stderr
     lines = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     assert lines and all({"time", "level", "stage", "event", "message"} <= set(x) for x in lines)
-    assert any(x["event"] == "round" and "counts" in x for x in lines)
+    assert any(x["event"] == "progress" and "in_flight" in x["counts"] for x in lines)
     assert lines[-1]["event"] == "stage_budget" and lines[-1]["stage"] == "generate"
     status = json.loads((tmp_path / "run" / "status.json").read_text())
     assert status["status"] == "budget" and status["stage"] == "generate"
@@ -145,7 +143,7 @@ def _every_stage_job(tmp_path: Path, run_dir: Path) -> Path:
     path = tmp_path / f"{run_dir.name}.yaml"
     path.write_text(
         f"run_dir: {run_dir}\n"
-        "generate:\n  backend: scripted\n  target_tasks: 400\n  prompts_per_round: 3\n"
+        "generate:\n  backend: scripted\n  target_tasks: 400\n  window: 3\n"
         "filter:\n  threshold: 0.7\n"
         "export:\n  format: prompt-completion\n"
         "finetune:\n  max_steps: 3\n  batch_size: 2\n  val_fraction: 0.0\n  save_steps: 1\n"

@@ -43,7 +43,7 @@ def test_429_with_retry_after_is_honoured() -> None:
         start = time.perf_counter()
         done = client.generate(["x"], PARAMS)
         assert done[0].text == "fine" and time.perf_counter() - start >= 1.0
-        assert client.stats["rate_limited"] == 1 and client.stats["retries"] == 1
+        assert client.stats().rate_limited == 1 and client.stats().retries == 1
 
 
 def test_500_malformed_empty_and_reset_are_retried() -> None:
@@ -51,7 +51,7 @@ def test_500_malformed_empty_and_reset_are_retried() -> None:
     with FakeOpenAI(lambda body, n: faults.get(n, [("ok", "recovered")])) as server:
         client = backend(server, max_retries=5)
         assert client.generate(["x"], PARAMS)[0].text == "recovered"
-        assert client.stats["retries"] == 4 and len(server.bodies) == 5
+        assert client.stats().retries == 4 and len(server.bodies) == 5
 
 
 def test_slow_responses_past_the_timeout_are_retried() -> None:
@@ -61,14 +61,50 @@ def test_slow_responses_past_the_timeout_are_retried() -> None:
     with FakeOpenAI(brain) as server:
         client = backend(server, timeout=0.3)
         assert client.generate(["x"], PARAMS)[0].text == "quick"
-        assert client.stats["retries"] == 1
+        assert client.stats().retries == 1 and client.stats().timeouts == 1
 
 
-def test_failure_after_retries_is_reported_not_raised() -> None:
-    with FakeOpenAI(lambda body, n: [("status", 503)]) as server:
-        done = backend(server, max_retries=2).generate(["x"], PARAMS)
-        assert done[0].finish_reason == "error" and "503" in (done[0].error or "")
-        assert len(server.bodies) == 3
+def test_a_request_that_keeps_failing_while_others_succeed_is_dropped() -> None:
+    def brain(body, n):
+        return [("status", 500)] if body["prompt"] == "bad" else [("ok", "fine")]
+
+    with FakeOpenAI(brain) as server:
+        client = backend(server, max_retries=2)
+        good = client.submit("0", "good", PARAMS).result(5)  # the server works...
+        done = client.generate(["bad"], PARAMS)  # ...but not for this request
+        assert good.text == "fine" and done[0].finish_reason == "error"
+        assert "500" in (done[0].error or "") and not done[0].retryable
+        assert sum(b["prompt"] == "bad" for b in server.bodies) == 3  # 1 + max_retries
+
+
+def test_a_server_that_never_answers_is_exit_3_within_seconds() -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    client = OpenAIBackend("m", [url], chat=False, backoff_base=0.05, connect_grace=1.0)
+    start = time.perf_counter()
+    with pytest.raises(BackendError, match="cannot reach the server") as err:
+        client.generate(["x"], PARAMS)
+    assert time.perf_counter() - start < 5 and url.rsplit("/", 1)[0] in str(err.value)
+    assert BackendError.exit_code == 3
+    client.close()
+
+
+def test_a_server_that_stops_answering_mid_run_is_waited_for_then_reported() -> None:
+    def brain(body, n):
+        return [("ok", "fine")] if n <= 2 else [("status", 503)]
+
+    with FakeOpenAI(brain) as server:
+        client = backend(server, outage_wait=1.0, max_retries=100, backoff_base=0.05)
+        assert [c.text for c in client.generate(["a", "b"], PARAMS)] == ["fine", "fine"]
+        start = time.perf_counter()
+        with pytest.raises(BackendError, match="has not answered since") as err:
+            client.generate(["c"], PARAMS)
+        assert 1.0 <= time.perf_counter() - start < 5
+        assert "503" in str(err.value) and "resume" in str(err.value)
+        client.close()
 
 
 @pytest.mark.parametrize("status", [401, 403, 404])
@@ -102,7 +138,7 @@ def test_generate_loop_over_http(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
             base_url=[server.url],
             chat=False,
             target_tasks=15,
-            prompts_per_round=3,
+            window=3,
         )
         summary = run_generate(cfg)
     assert summary.status == "done" and summary.accepted >= 15

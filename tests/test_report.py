@@ -18,9 +18,7 @@ pytest.importorskip("matplotlib")
 
 def test_report_has_every_section_with_its_image(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    run_generate(
-        GenerateConfig(run_dir=run_dir, backend="scripted", target_tasks=25, prompts_per_round=3)
-    )
+    run_generate(GenerateConfig(run_dir=run_dir, backend="scripted", target_tasks=25, window=3))
     result = CliRunner().invoke(app, ["report", str(run_dir)])
     assert result.exit_code == 0, result.output
     page = (run_dir / "report" / "report.html").read_text()
@@ -38,9 +36,7 @@ def test_report_has_every_section_with_its_image(tmp_path: Path) -> None:
 def test_report_on_a_job_directory_and_errors(tmp_path: Path) -> None:
     job_run = tmp_path / "job"
     run_generate(
-        GenerateConfig(
-            run_dir=job_run / "generate", backend="scripted", target_tasks=5, prompts_per_round=2
-        )
+        GenerateConfig(run_dir=job_run / "generate", backend="scripted", target_tasks=5, window=2)
     )
     # Model output is untrusted text: it must come out escaped, never as markup.
     from selfinstruct.records import Instance, Task

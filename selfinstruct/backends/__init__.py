@@ -21,6 +21,7 @@ def open_backend(
     concurrency: int = 16,
     timeout: float = 120.0,
     max_retries: int = 6,
+    outage_wait: float = 300.0,
     device: str | None = None,
     tensor_parallel_size: int = 1,
     data_parallel_size: int = 1,
@@ -47,6 +48,7 @@ def open_backend(
             concurrency=concurrency,
             timeout=timeout,
             max_retries=max_retries,
+            outage_wait=outage_wait,
         )
     if kind == "vllm":
         from selfinstruct.backends.vllm_offline import VLLMBackend
@@ -73,6 +75,7 @@ def make_backend(cfg: GenerateConfig) -> Backend:
         concurrency=cfg.concurrency,
         timeout=cfg.timeout,
         max_retries=cfg.max_retries,
+        outage_wait=cfg.outage_wait,
         device=cfg.device,
         tensor_parallel_size=cfg.tensor_parallel_size,
         data_parallel_size=cfg.data_parallel_size,

@@ -3,11 +3,21 @@
 A prompt is either a string (completion endpoints, base models) or a list of chat messages
 (`[{"role": "user", "content": ...}]`, chat models). `finish_reason == "length"` tells a parser
 that the text was cut off, so it can drop the last, truncated item.
+
+The generate loop hands a backend each request the moment it is ready (`submit`, which returns a
+future) and never waits for a whole stage, so an API with many slots, or a vLLM engine that wants
+hundreds of sequences, always has work. Backends that answer in batches (local transformers,
+vLLM in-process, the scripted one) derive from `BatchedBackend`: a worker thread takes every
+request that is waiting, at most `max_batch`, and answers them in one call.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
+from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
@@ -28,24 +38,146 @@ class Completion(BaseModel):
     text: str
     finish_reason: Literal["stop", "length", "error"] = "stop"
     usage: Usage = Field(default_factory=Usage)
-    error: str | None = None  # why a request failed after its retries (finish_reason "error")
+    error: str | None = None  # why the request failed ("error")
+    # A failure that says nothing about the request itself (the server was unreachable or
+    # overloaded): the loop asks again instead of dropping the item.
+    retryable: bool = False
+
+
+class BackendStats(BaseModel):
+    """What a live display and the JSON log show about the backend."""
+
+    in_flight: int = 0
+    limit: int | None = None  # requests allowed in flight now (adaptive backends)
+    requests: int = 0  # attempts sent, retries included
+    retries: int = 0
+    rate_limited: int = 0  # 429 answers
+    timeouts: int = 0
+    failed: int = 0
+    batches: int = 0  # calls made by a batched backend
+    largest_batch: int = 0
+    batched_requests: int = 0
 
 
 class Backend(Protocol):
-    """Generate one completion per prompt, in order."""
+    """Generate completions: one request at a time (`submit`) or a batch (`generate`)."""
 
     name: str
     model: str
     chat: bool  # True when prompts should be lists of messages
 
+    def submit(self, request_id: str, prompt: Prompt, params: SamplingParams) -> Future[Completion]:
+        """Start a request; the future gives its completion, or raises BackendError when the
+        backend cannot serve at all (bad key, unknown model, a server gone for too long)."""
+        ...
+
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]: ...
 
+    def stats(self) -> BackendStats: ...
+
     def close(self) -> None: ...
+
+
+_STOP = object()
+
+
+class BatchedBackend:
+    """`submit` for backends that answer a batch per call: requests wait in a queue, and a
+    worker thread takes all that are waiting (at most `max_batch`) into one call."""
+
+    max_batch = 64
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._stats = BackendStats()
+
+    # Subclasses implement one of these; `_generate_mixed` lets an engine take requests with
+    # different settings in one call (vLLM), the default groups them by settings.
+    def _generate_batch(
+        self, prompts: Sequence[Prompt], params: SamplingParams
+    ) -> list[Completion]:
+        raise NotImplementedError
+
+    def _generate_mixed(
+        self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]
+    ) -> list[Completion]:
+        groups: dict[SamplingParams, list[int]] = defaultdict(list)
+        for k, p in enumerate(params):
+            groups[p].append(k)
+        out: list[Completion | None] = [None] * len(prompts)
+        for p, members in groups.items():
+            for k, completion in zip(
+                members, self._generate_batch([prompts[k] for k in members], p), strict=True
+            ):
+                out[k] = completion
+        return [c for c in out if c is not None]
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
+        return self._generate_batch(prompts, params)
+
+    def submit(self, request_id: str, prompt: Prompt, params: SamplingParams) -> Future[Completion]:
+        future: Future[Completion] = Future()
+        with self._start_lock:
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._serve, daemon=True)
+                self._worker.start()
+            self._stats.in_flight += 1
+        self._queue.put((prompt, params, future))
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                return
+            batch = [item]
+            while len(batch) < self.max_batch:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    self._queue.put(_STOP)  # finish this batch, then stop
+                    break
+                batch.append(more)
+            self._answer(batch)  # type: ignore[arg-type]
+
+    def _answer(self, batch: list[tuple[Prompt, SamplingParams, Future[Completion]]]) -> None:
+        stats = self._stats
+        stats.batches += 1
+        stats.batched_requests += len(batch)
+        stats.largest_batch = max(stats.largest_batch, len(batch))
+        stats.requests += len(batch)
+        try:
+            answers = self._generate_mixed([b[0] for b in batch], [b[1] for b in batch])
+        except BaseException as exc:  # the caller gets the error with its future
+            for _, _, future in batch:
+                future.set_exception(exc)
+        else:
+            for (_, _, future), completion in zip(batch, answers, strict=True):
+                future.set_result(completion)
+        finally:
+            with self._start_lock:
+                stats.in_flight -= len(batch)
+
+    def stats(self) -> BackendStats:
+        return self._stats.model_copy()
+
+    def close(self) -> None:
+        with self._start_lock:
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            self._queue.put(_STOP)
+            worker.join()
 
 
 __all__ = [
     "Backend",
     "BackendError",
+    "BackendStats",
+    "BatchedBackend",
     "ChatMessage",
     "Completion",
     "Prompt",

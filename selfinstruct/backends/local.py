@@ -10,11 +10,18 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from selfinstruct.backends.base import BackendError, Completion, Prompt, SamplingParams, Usage
+from selfinstruct.backends.base import (
+    BackendError,
+    BatchedBackend,
+    Completion,
+    Prompt,
+    SamplingParams,
+    Usage,
+)
 from selfinstruct.models import BUNDLED, inference_imports, resolve_model
 
 
-class LocalBackend:
+class LocalBackend(BatchedBackend):
     """Batched generation with a transformers causal LM."""
 
     name = "local"
@@ -26,6 +33,7 @@ class LocalBackend:
         chat: bool | None = None,
         batch_size: int = 8,
     ) -> None:
+        super().__init__()
         path = resolve_model(model)
         torch, transformers = inference_imports()
         self._torch = torch
@@ -48,6 +56,7 @@ class LocalBackend:
         """Wrap a model that is already loaded (e.g. a base model with a LoRA adapter)."""
         torch, _ = inference_imports()
         self = cls.__new__(cls)
+        BatchedBackend.__init__(self)
         self._torch, self.lm, self.tokenizer, self.model = torch, lm, tokenizer, name
         self.device = str(next(lm.parameters()).device)
         self._attach(chat, batch_size)
@@ -70,7 +79,9 @@ class LocalBackend:
             prompt, tokenize=False, add_generation_prompt=True
         )
 
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
+    def _generate_batch(
+        self, prompts: Sequence[Prompt], params: SamplingParams
+    ) -> list[Completion]:
         torch = self._torch
         texts = [self._text(p) for p in prompts]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding
@@ -113,9 +124,6 @@ class LocalBackend:
                 )
                 out[i] = Completion(text=text, finish_reason=finish, usage=usage)
         return [c for c in out if c is not None]
-
-    def close(self) -> None:
-        pass
 
 
 def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:

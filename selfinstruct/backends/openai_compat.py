@@ -1,11 +1,24 @@
 """Any OpenAI-compatible server (OpenAI, vLLM, llama.cpp, Ollama, TGI) through the openai client.
 
-Requests are spread round-robin over every base URL (one vLLM server per GPU node is how users
-scale out). At most `concurrency` requests are in flight; after a 429 that limit is halved, and
-it grows back by one after a run of successes. Each request is retried with exponential backoff
-and jitter, waiting at least as long as the server's `Retry-After`. 401, 403 and 404 mean the run
-cannot work at all and stop it at once. A request that still fails after its retries comes back
-with `finish_reason="error"`, and the loop puts its item back in the queue for a later round.
+One event loop, in a thread of its own, holds the clients (connections are reused) and one
+concurrency limit for the whole run, so what the server taught about its capacity is kept from
+one request to the next. The limit is additive-increase, multiplicative-decrease: it grows by
+about one per round trip of successes and halves on congestion (429, 503, a timeout, or a reply
+that took more than half the timeout, which means the server is queueing). It halves at most
+once per round trip, so one burst of timeouts from the same wave does not collapse it. Requests
+go round-robin over every base URL; each retry waits with exponential backoff and jitter, at
+least as long as `Retry-After`.
+
+Failures, and what they mean:
+- 401, 403, 404: the run cannot work; BackendError at once (exit 3).
+- 400, 413, 422: this request is bad; it comes back as a final error and the loop drops its item.
+- a server that never answered (connection refused, DNS): BackendError within `connect_grace`
+  seconds, naming the URL and the error.
+- a server that stops answering mid-run: requests keep retrying while it is down; after
+  `outage_wait` seconds with no success the run stops with BackendError (exit 3) saying since
+  when, and the same command resumes it.
+- a request that keeps failing while the server is up (it answers with an error, or other
+  requests succeed), `max_retries` times: a final error for that request, which the loop drops.
 """
 
 from __future__ import annotations
@@ -13,26 +26,39 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import threading
+import time
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import Any
 
-from selfinstruct.backends.base import BackendError, Completion, Prompt, SamplingParams, Usage
+from selfinstruct.backends.base import (
+    BackendError,
+    BackendStats,
+    Completion,
+    Prompt,
+    SamplingParams,
+    Usage,
+)
 
 FATAL = {
     401: "the API key was refused (401); check ${env}",
     403: "the API key may not use this model or endpoint (403)",
     404: "the server has no such model or endpoint (404); check --model and --base-url",
 }
+FINAL = {400, 413, 422}  # the request itself is wrong: asking again gives the same answer
+CONGESTED = {429, 503}
 
 
 class AdaptiveLimit:
-    """A semaphore whose size shrinks on rate limits and grows back on success (AIMD)."""
+    """A semaphore whose size shrinks on congestion and grows back on success (AIMD)."""
 
     def __init__(self, limit: int) -> None:
         self.max = limit
         self.limit = limit
         self.in_flight = 0
         self._successes = 0
+        self._last_decrease = 0.0
         self._cond = asyncio.Condition()
 
     async def __aenter__(self) -> None:
@@ -45,10 +71,14 @@ class AdaptiveLimit:
             self.in_flight -= 1
             self._cond.notify(1)  # one slot freed: wake one waiter, not every queued request
 
-    async def rate_limited(self) -> None:
+    async def congested(self, started: float) -> None:
+        """Halve the limit, unless it was halved after this request was sent (same wave)."""
         async with self._cond:
+            if started < self._last_decrease:
+                return
             self.limit = max(1, self.limit // 2)
             self._successes = 0
+            self._last_decrease = time.monotonic()
 
     async def succeeded(self) -> None:
         async with self._cond:
@@ -71,6 +101,8 @@ class OpenAIBackend:
         concurrency: int = 16,
         timeout: float = 120.0,
         max_retries: int = 6,
+        outage_wait: float = 600.0,
+        connect_grace: float = 10.0,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
     ) -> None:
@@ -83,57 +115,79 @@ class OpenAIBackend:
         self._openai = openai
         urls = list(base_urls) or [os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1")]
         # Local servers often need no key; the client insists on one, so pass a placeholder.
-        key = os.environ.get(api_key_env) or "not-needed"
+        self._key = os.environ.get(api_key_env) or "not-needed"
         self.api_key_env = api_key_env
         self.base_urls = urls
-        self._key = key
         self._timeout = timeout
         self.model = model
         self.chat = chat
         self.concurrency = concurrency
         self.max_retries = max_retries
+        self.outage_wait = outage_wait
+        self.connect_grace = connect_grace
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        self.stats = {"requests": 0, "retries": 0, "rate_limited": 0, "failed": 0}
+        self._stats = BackendStats(limit=concurrency)
         self._next = 0
+        self._started = time.monotonic()
+        self._last_ok: float | None = None  # when any request last succeeded
+        self._last_error = ""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._clients: list[Any] = []
+        self._limit: AdaptiveLimit | None = None
+        self._lock = threading.Lock()
 
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
-        return asyncio.run(self._generate_all(prompts, params))
+    # -- the event loop that holds the clients -----------------------------------------
 
-    async def _generate_all(
-        self, prompts: Sequence[Prompt], params: SamplingParams
-    ) -> list[Completion]:
-        # Clients belong to one event loop, and each call runs its own loop.
-        clients = [
+    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, daemon=True)
+                thread.start()
+                self._loop, self._thread = loop, thread
+                asyncio.run_coroutine_threadsafe(self._setup(), loop).result()
+            return self._loop
+
+    async def _setup(self) -> None:
+        # Clients and the limit belong to this loop, for the life of the backend.
+        self._clients = [
             self._openai.AsyncOpenAI(
                 base_url=u, api_key=self._key, timeout=self._timeout, max_retries=0
             )
             for u in self.base_urls
         ]
-        limit = AdaptiveLimit(self.concurrency)
-        tasks = [asyncio.ensure_future(self._one(clients, p, params, limit)) for p in prompts]
-        try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
-        finally:
-            for client in clients:
-                await client.close()
+        self._limit = AdaptiveLimit(self.concurrency)
 
-    async def _one(
-        self, clients: list[Any], prompt: Prompt, params: SamplingParams, limit: AdaptiveLimit
-    ) -> Completion:
-        openai = self._openai
-        last_error = ""
-        for attempt in range(self.max_retries + 1):
+    def submit(self, request_id: str, prompt: Prompt, params: SamplingParams) -> Future[Completion]:
+        return asyncio.run_coroutine_threadsafe(self._one(prompt, params), self._ensure_loop())
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
+        futures = [self.submit(str(k), p, params) for k, p in enumerate(prompts)]
+        return [f.result() for f in futures]
+
+    def stats(self) -> BackendStats:
+        stats = self._stats.model_copy()
+        if self._limit is not None:
+            stats.limit, stats.in_flight = self._limit.limit, self._limit.in_flight
+        return stats
+
+    # -- one request ---------------------------------------------------------------------
+
+    async def _one(self, prompt: Prompt, params: SamplingParams) -> Completion:
+        openai, limit, stats = self._openai, self._limit, self._stats
+        assert limit is not None  # made by _setup before any request
+        began = time.monotonic()
+        attempts = 0
+        answered = False  # the server replied with an error: it is up, the request fails
+        while True:
             wait = 0.0
             async with limit:
-                client = clients[self._next % len(clients)]
+                client = self._clients[self._next % len(self._clients)]
                 self._next += 1
-                self.stats["requests"] += 1
+                stats.requests += 1
+                sent = time.monotonic()
                 try:
                     completion = await self._request(client, prompt, params)
                 except openai.APIStatusError as exc:
@@ -143,19 +197,29 @@ class OpenAIBackend:
                             FATAL[status].replace("${env}", self.api_key_env)
                             + f" [{client.base_url}]"
                         ) from None
-                    if status in (400, 413, 422):
+                    if status in FINAL:
+                        stats.failed += 1
                         return Completion(
                             text="",
                             finish_reason="error",
-                            error=self._redact(f"HTTP {status}: {_short(exc)}"),
+                            error=self._redact(f"HTTP {status}: {str(exc)[:200]}"),
                         )
-                    last_error = f"HTTP {status}"
-                    if status == 429:
-                        self.stats["rate_limited"] += 1
-                        await limit.rate_limited()
+                    self._last_error = f"HTTP {status} from {client.base_url}"
+                    if status in CONGESTED:
+                        stats.rate_limited += status == 429
+                        await limit.congested(sent)
+                    else:
+                        answered = True
                     wait = _retry_after(exc.response)
-                except (openai.APITimeoutError, openai.APIConnectionError) as exc:
-                    last_error = type(exc).__name__
+                except openai.APITimeoutError:
+                    stats.timeouts += 1
+                    self._last_error = (
+                        f"no answer within {self._timeout:g} s from {client.base_url}"
+                    )
+                    await limit.congested(sent)
+                except openai.APIConnectionError as exc:
+                    cause = exc.__cause__ or exc
+                    self._last_error = f"{client.base_url}: {type(cause).__name__}: {cause}"
                 except (
                     openai.APIResponseValidationError,
                     ValueError,
@@ -163,16 +227,43 @@ class OpenAIBackend:
                     IndexError,
                     TypeError,
                 ) as exc:
-                    last_error = f"malformed response ({type(exc).__name__})"
+                    self._last_error = f"malformed response ({type(exc).__name__})"
+                    answered = True
                 else:
-                    await limit.succeeded()
+                    self._last_ok = time.monotonic()
+                    if self._last_ok - sent > self._timeout / 2:
+                        await limit.congested(sent)  # answered, but after a long queue
+                    else:
+                        await limit.succeeded()
                     return completion
-            if attempt < self.max_retries:
-                self.stats["retries"] += 1
-                backoff = min(self.backoff_cap, self.backoff_base * 2**attempt)
-                await asyncio.sleep(max(wait, backoff * (0.5 + random.random() / 2)))
-        self.stats["failed"] += 1
-        return Completion(text="", finish_reason="error", error=last_error)
+            attempts += 1
+            self._check_outage()
+            others_ok = self._last_ok is not None and self._last_ok > began
+            if attempts > self.max_retries and (answered or others_ok):
+                # The server is up (it answers, or others succeed) and this request keeps
+                # failing: the request is the problem, not the server.
+                stats.failed += 1
+                return Completion(
+                    text="", finish_reason="error", error=self._redact(self._last_error)
+                )
+            stats.retries += 1
+            backoff = min(self.backoff_cap, self.backoff_base * 2 ** min(attempts - 1, 10))
+            await asyncio.sleep(max(wait, backoff * (0.5 + random.random() / 2)))
+
+    def _check_outage(self) -> None:
+        now = time.monotonic()
+        if self._last_ok is None and now - self._started > self.connect_grace:
+            raise BackendError(
+                f"cannot reach the server: {self._redact(self._last_error)}; check --base-url "
+                "and that the server is running"
+            )
+        if self._last_ok is not None and now - self._last_ok > self.outage_wait:
+            since = time.strftime("%H:%M:%S", time.localtime(time.time() - (now - self._last_ok)))
+            raise BackendError(
+                f"the server has not answered since {since} ({self._redact(self._last_error)}); "
+                f"waited {self.outage_wait:g} s. Everything answered so far is saved: run the "
+                "same command again to resume"
+            )
 
     async def _request(self, client: Any, prompt: Prompt, params: SamplingParams) -> Completion:
         common: dict[str, Any] = {
@@ -213,7 +304,20 @@ class OpenAIBackend:
         return text.replace(self._key, "***") if self._key and self._key != "not-needed" else text
 
     def close(self) -> None:
-        pass
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+
+        async def shutdown() -> None:
+            for client in self._clients:
+                await client.close()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
 
 
 def _retry_after(response: Any) -> float:
@@ -222,7 +326,3 @@ def _retry_after(response: Any) -> float:
         return min(120.0, max(0.0, float(value))) if value is not None else 0.0
     except ValueError:
         return 0.0
-
-
-def _short(exc: Exception) -> str:
-    return str(exc)[:200]

@@ -12,8 +12,9 @@ import hashlib
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future
 
-from selfinstruct.backends.base import Completion, Prompt, SamplingParams, Usage
+from selfinstruct.backends.base import BackendStats, Completion, Prompt, SamplingParams, Usage
 
 Reply = str | Completion
 Rule = Callable[[str], Reply | None]
@@ -162,7 +163,11 @@ def _next_number(text: str) -> int:
 
 
 class ScriptedBackend:
-    """Replies from a queue (first) or rules (in order); records every prompt in `calls`."""
+    """Replies from a queue (first) or rules (in order); records every prompt in `calls`.
+
+    `submit` answers at once, in the caller's thread: replies are instant, so a test sees the
+    loop's logic without timing in the way.
+    """
 
     name = "scripted"
 
@@ -182,6 +187,7 @@ class ScriptedBackend:
         self.chat = chat
         self.model = model
         self.calls: list[tuple[Prompt, SamplingParams]] = []
+        self._requests = 0
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
         out = []
@@ -189,6 +195,18 @@ class ScriptedBackend:
             self.calls.append((prompt, params))
             out.append(self._reply(prompt))
         return out
+
+    def submit(self, request_id: str, prompt: Prompt, params: SamplingParams) -> Future[Completion]:
+        future: Future[Completion] = Future()
+        try:
+            future.set_result(self.generate([prompt], params)[0])
+        except LookupError as exc:  # no reply scripted: the test gets it from the future
+            future.set_exception(exc)
+        self._requests += 1
+        return future
+
+    def stats(self) -> BackendStats:
+        return BackendStats(requests=self._requests)
 
     def _reply(self, prompt: Prompt) -> Completion:
         reply: Reply | None = self.queue.popleft() if self.queue else None

@@ -1,7 +1,10 @@
-"""vLLM in-process: every prompt of a stage goes to one `LLM.generate` call (GPU; optional).
+"""vLLM in-process (GPU; optional): every request the loop has ready goes to one engine call.
 
-Install with `pip install 'selfinstruct[vllm]'`. vLLM is imported only when this backend is
-built, so nothing else needs it.
+The generate loop submits requests as they become ready; the worker of `BatchedBackend` hands
+all that are waiting, whatever their stage, to a single `LLM.generate` / `LLM.chat` call with one
+`SamplingParams` per prompt, so the engine's scheduler sees every sequence it could batch.
+`stats()` tells how many calls were made and how large they were. Install with
+`pip install 'selfinstruct[vllm]'`; vLLM is imported only when this backend is built.
 """
 
 from __future__ import annotations
@@ -9,7 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from selfinstruct.backends.base import BackendError, Completion, Prompt, SamplingParams, Usage
+from selfinstruct.backends.base import (
+    BackendError,
+    BatchedBackend,
+    Completion,
+    Prompt,
+    SamplingParams,
+    Usage,
+)
 
 
 def _import_vllm() -> Any:
@@ -37,8 +47,9 @@ def to_vllm_params(vllm: Any, params: SamplingParams) -> Any:
     )
 
 
-class VLLMBackend:
+class VLLMBackend(BatchedBackend):
     name = "vllm"
+    max_batch = 16384  # the engine schedules within a call; more in one call is better
 
     def __init__(
         self,
@@ -48,6 +59,7 @@ class VLLMBackend:
         data_parallel_size: int = 1,
         **llm_kwargs: Any,
     ) -> None:
+        super().__init__()
         self._vllm = _import_vllm()
         self.model = model
         self.chat = chat
@@ -56,8 +68,15 @@ class VLLMBackend:
             options["data_parallel_size"] = data_parallel_size
         self.llm = self._vllm.LLM(model=model, **options)
 
-    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
-        sampling = to_vllm_params(self._vllm, params)
+    def _generate_batch(
+        self, prompts: Sequence[Prompt], params: SamplingParams
+    ) -> list[Completion]:
+        return self._generate_mixed(prompts, [params] * len(prompts))
+
+    def _generate_mixed(
+        self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]
+    ) -> list[Completion]:
+        sampling = [to_vllm_params(self._vllm, p) for p in params]
         if self.chat:
             messages = [
                 p if isinstance(p, list) else [{"role": "user", "content": p}] for p in prompts
@@ -82,6 +101,3 @@ class VLLMBackend:
                 )
             )
         return out
-
-    def close(self) -> None:
-        pass

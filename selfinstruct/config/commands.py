@@ -217,7 +217,12 @@ class GenerateConfig(Options):
         100, "stop when this many tasks are accepted", ge=1, flag="--target", short="-n"
     )
     seed: int = option(0, "random seed: the same seed gives the same sampling")
-    prompts_per_round: int = option(8, "instruction prompts per round, sent as one batch", ge=1)
+    window: int = option(
+        8,
+        "instruction prompts that may run ahead of the pool: prompt k shows machine tasks "
+        "accepted from prompts before k - window (the paper's request batch)",
+        ge=1,
+    )
     human_examples: int = option(6, "paper: 6 seed instructions per prompt", ge=0)
     machine_examples: int = option(2, "paper: 2 machine instructions per prompt", ge=0)
     max_new_per_prompt: int = option(
@@ -247,8 +252,10 @@ class GenerateConfig(Options):
     threshold: float = option(0.7, "paper: drop if ROUGE-L with the pool > this", ge=0.0, le=1.0)
     tokenizer: Tokenizer = option("rouge", "ROUGE-L tokens: rouge (the paper's) or unicode")
     rules: RuleConfig = option(default_factory=RuleConfig, prefix="")
-    no_progress_rounds: int = option(
-        10, "stop after this many rounds in a row accept nothing (never loop forever)", ge=1
+    no_progress_prompts: int = option(
+        60,
+        "stop after this many instruction prompts in a row give no task (never loop forever)",
+        ge=1,
     )
     max_requests: int | None = option(None, "budget: requests (default: no limit)", ge=1)
     max_tokens_total: int | None = option(
@@ -264,7 +271,15 @@ class GenerateConfig(Options):
     )
     concurrency: int = option(16, "openai: requests in flight at most", ge=1)
     timeout: float = option(120.0, "openai: seconds per request", gt=0)
-    max_retries: int = option(6, "openai: retries per request", ge=0)
+    max_retries: int = option(
+        6, "openai: retries of one request while others succeed (then it is dropped)", ge=0
+    )
+    outage_wait: float = option(
+        300.0,
+        "openai: seconds to keep retrying when the server stops answering before stopping "
+        "with exit 3 (the same command resumes)",
+        gt=0,
+    )
     device: str | None = option(None, "local: cpu, cuda, ... (default: the best there is)")
     tensor_parallel_size: int = option(1, "vllm: GPUs per model replica", ge=1)
     data_parallel_size: int = option(1, "vllm: model replicas", ge=1)
@@ -283,7 +298,8 @@ class GenerateConfig(Options):
                 "timeout",
                 "max_retries",
                 "device",
-                "no_progress_rounds",
+                "no_progress_prompts",
+                "outage_wait",
             },
         )
 
