@@ -18,9 +18,11 @@ from selfinstruct.config import GenerateConfig
 class _FakeVLLM(types.ModuleType):
     """Stands in for vllm (not installable on a CPU machine): records what it is given."""
 
-    def __init__(self) -> None:
+    def __init__(self, answer=None) -> None:  # type: ignore[no-untyped-def]
         super().__init__("vllm")
         self.llm_kwargs: dict = {}
+        self.calls: list[int] = []  # prompts per engine call
+        answer = answer or (lambda p: f"out:{p}")
         fake = self
 
         class SamplingParams:
@@ -41,7 +43,8 @@ class _FakeVLLM(types.ModuleType):
 
             def generate(self, prompts, sampling, use_tqdm=False):
                 fake.sampling = sampling
-                return [Result(f"out:{p}") for p in prompts]
+                fake.calls.append(len(prompts))
+                return [Result(answer(p)) for p in prompts]
 
             def chat(self, messages, sampling, use_tqdm=False):
                 fake.sampling = sampling
@@ -148,3 +151,28 @@ def test_batched_backend_answers_everything_waiting_in_one_call() -> None:
     stats = backend.stats()
     assert (stats.batches, stats.largest_batch, stats.in_flight) == (2, 5, 0)
     backend.close()
+
+
+def test_vllm_is_fed_every_ready_request_in_one_call(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import time
+
+    from selfinstruct.backends.scripted import canned_reply
+    from selfinstruct.generate import run_generate
+
+    fake = _FakeVLLM(canned_reply)
+    original = fake.LLM.generate
+
+    def generate(self, prompts, sampling, use_tqdm=False):  # type: ignore[no-untyped-def]
+        time.sleep(0.05)  # an engine call takes a moment; requests pile up meanwhile
+        return original(self, prompts, sampling, use_tqdm)
+
+    fake.LLM.generate = generate
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    cfg = GenerateConfig(backend="vllm", model="m", chat=False, run_dir=tmp_path, target_tasks=60)
+    summary = run_generate(cfg)
+    assert summary.status == "done"
+    # The engine saw requests of every stage together, far more than one stage's prompts.
+    assert summary.backend.batches == len(fake.calls) and max(fake.calls) > cfg.window
+    assert summary.backend.batched_requests == sum(fake.calls) == summary.requests

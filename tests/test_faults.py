@@ -184,3 +184,141 @@ def test_fault_proportions_are_configurable() -> None:
     kinds = {action[0] if action[0] != "status" else action[1] for action in seen}
     assert kinds == {503, "empty"}
     assert 0.65 < sum(a[0] == "status" for a in seen) / len(seen) < 0.85
+
+
+def _openai_cmd(run_dir: Path, url: str, target: int, *extra: str) -> list[str]:
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "selfinstruct.cli",
+        "generate",
+        "-b",
+        "openai",
+        "-m",
+        "m",
+        "--completions",
+        "--base-url",
+        url,
+        "-o",
+        str(run_dir),
+        "-n",
+        str(target),
+        "-q",
+        *extra,
+    ]
+
+
+def test_a_kill_while_a_slow_server_works_keeps_every_reply_it_sent(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from conftest import REPO
+    from fake_openai import prompt_text
+
+    from selfinstruct.backends.scripted import canned_reply
+
+    answered: list[str] = []
+
+    def slow_after_some(body: dict, n: int) -> list:
+        # The first replies come at once; after that the server takes its time, so the kill
+        # lands while a stage is half answered.
+        if n <= 9:
+            answered.append(prompt_text(body))
+            return [("ok", canned_reply(prompt_text(body)))]
+        return [("sleep", 30.0), ("ok", "too late")]
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run_dir = tmp_path / "run"
+    with FakeOpenAI(slow_after_some) as server:
+        proc = subprocess.Popen(_openai_cmd(run_dir, server.url, 40, "--window", "2"), env=env)
+        deadline = time.monotonic() + 30
+        while len(answered) < 9 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the last replies reach the client and its journal
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert len(server.bodies) > 9  # more were asked and still in the server's hands
+    journal = [json.loads(x) for x in (run_dir / "requests.jsonl").read_text().splitlines()]
+    assert len(journal) == 9  # every reply the server sent is there, none twice
+    asked_again: list[str] = []
+
+    def healthy(body: dict, n: int) -> list:
+        asked_again.append(prompt_text(body))
+        return [("ok", canned_reply(prompt_text(body)))]
+
+    with FakeOpenAI(healthy) as server:
+        subprocess.run(_openai_cmd(run_dir, server.url, 40, "--window", "2"), env=env, check=True)
+    assert not set(answered) & set(asked_again)  # nothing answered before is asked again
+    ids = [json.loads(x)["id"] for x in (run_dir / "requests.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids))
+
+
+def test_a_dead_server_is_exit_3_within_seconds(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import time
+
+    from conftest import REPO
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    start = time.monotonic()
+    done = subprocess.run(
+        _openai_cmd(tmp_path / "run", url, 5), env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 3 and time.monotonic() - start < 30
+    assert "cannot reach the server" in done.stderr and url.rsplit("/", 1)[0] in done.stderr
+    assert "nothing was parsed" not in done.stderr
+
+
+def test_a_server_that_dies_mid_run_is_exit_3_after_the_wait_then_resumes(
+    tmp_path: Path,
+) -> None:
+    import os
+    import subprocess
+
+    from conftest import REPO
+
+    state = {"alive": True}
+
+    def mortal(body: dict, n: int) -> list:
+        if n > 25:
+            state["alive"] = False
+        if not state["alive"]:
+            return [("status", 503)]
+        return [("ok", canned_reply(prompt_text(body)))]
+
+    from fake_openai import prompt_text
+
+    from selfinstruct.backends.scripted import canned_reply
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run_dir = tmp_path / "run"
+    with FakeOpenAI(mortal) as server:
+        done = subprocess.run(
+            _openai_cmd(run_dir, server.url, 60, "--outage-wait", "2", "--window", "2"),
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+    assert done.returncode == 3, done.stderr
+    assert "has not answered since" in done.stderr and "503" in done.stderr
+    answered = len((run_dir / "requests.jsonl").read_text().splitlines())
+    assert answered == 25
+    with FakeOpenAI() as server:  # the server is back, at another address
+        cmd = _openai_cmd(run_dir, server.url, 60, "--window", "2")
+        subprocess.run(cmd, env=env, check=True)
+        assert len(server.bodies) > 0
+    reference = tmp_path / "ref"
+    with FakeOpenAI() as server:
+        cmd = _openai_cmd(reference, server.url, 60, "--window", "2")
+        subprocess.run(cmd, env=env, check=True)
+    for name in ("tasks.jsonl", "rejected.jsonl"):
+        assert (run_dir / name).read_bytes() == (reference / name).read_bytes(), name

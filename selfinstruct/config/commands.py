@@ -289,6 +289,9 @@ class GenerateConfig(Options):
         return self.model_dump(
             mode="json",
             exclude={
+                # Where the model is served and how patiently: not what it answers.
+                "base_url",
+                "api_key_env",
                 "target_tasks",
                 "max_requests",
                 "max_tokens_total",
