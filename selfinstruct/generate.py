@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
 import random
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel, Field
@@ -169,6 +170,7 @@ class Generator:
         self.instance_drops = Counter[str]()
         self.streak = 0  # committed prompts in a row that accepted nothing
         self.in_flight: dict[Future[Completion], _Request] = {}
+        self._arrived: queue.SimpleQueue[Future[Completion]] = queue.SimpleQueue()
         self.ready: deque[tuple[_Request, Completion]] = deque()
         self.sent = 0  # requests sent to the backend in this process
         self.budget_hit = False
@@ -220,6 +222,7 @@ class Generator:
             return
         future = self.backend.submit(request.id, request.prompt, request.params)
         self.in_flight[future] = request
+        future.add_done_callback(self._arrived.put)
         self.sent += 1
 
     def _receive(self, future: Future[Completion]) -> None:
@@ -336,7 +339,7 @@ class Generator:
                     Rejected(stage="rules", reason=hit.reason, text=text, detail=hit.detail, id=rid)
                 )
                 continue
-            match = self.index.find_duplicate(text)
+            match = self.index.add_if_novel(text)
             if match is not None:
                 slot.rejected.append(
                     Rejected(
@@ -348,9 +351,8 @@ class Generator:
                     )
                 )
                 continue
-            # Provenance against the pool as it was, for novel instructions only.
-            scores = self.index.scores(text)
-            self.index.add(text)
+            # Provenance against the pool as it was (the text itself was added last).
+            scores = self.index.scores(text)[:-1]
             candidate = _Candidate(
                 prompt=k,
                 index=len(slot.candidates),
@@ -563,10 +565,7 @@ class Generator:
                             )
                             break
                         raise RuntimeError("the pipeline has nothing in flight and cannot move")
-                    done, _ = wait(
-                        self.in_flight, timeout=_REPORT_EVERY, return_when=FIRST_COMPLETED
-                    )
-                    for future in done:
+                    for future in self._arrivals():
                         self._receive(future)
                     now = time.perf_counter()
                     if now - last_report >= _REPORT_EVERY:
@@ -578,6 +577,18 @@ class Generator:
             self._write_manifest(self.status, self.message)
             self._report(started)
             return self._summary(started)
+
+    def _arrivals(self) -> list[Future[Completion]]:
+        """Futures that finished: wait up to a second for one, then take all that are there."""
+        try:
+            arrived = [self._arrived.get(timeout=_REPORT_EVERY)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                arrived.append(self._arrived.get_nowait())
+            except queue.Empty:
+                return [f for f in arrived if f in self.in_flight]
 
     def _advance(self) -> None:
         """Move every item as far as it can go without waiting for the backend."""

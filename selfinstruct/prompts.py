@@ -15,7 +15,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from selfinstruct.backends.base import Prompt
 from selfinstruct.config import PROMPTS_DIR
@@ -186,6 +186,13 @@ class Demonstrations:
             self._index.add(task.instruction)
         self._position = {id(t): k for k, t in enumerate(seeds)}
         self._rng_seed = seed
+        self._last: tuple[str, Any] = ("", None)  # scores of the last instruction asked about
+
+    def _scores(self, instruction: str) -> Any:
+        # Each task asks twice (classification, then instances), a few times per question.
+        if self._last[0] != instruction or self._last[1] is None:
+            self._last = (instruction, self._index.scores(instruction))
+        return self._last[1]
 
     def _ranked(self, instruction: str, pool: list[Task], k: int, salt: str) -> list[Task]:
         """k tasks from `pool`, least similar first (so the nearest is next to the question)."""
@@ -193,7 +200,7 @@ class Demonstrations:
             return []
         if self.choice == "random":
             return random.Random(f"{self._rng_seed}:{salt}").sample(pool, min(k, len(pool)))
-        scores = self._index.scores(instruction)
+        scores = self._scores(instruction)
         # Ties go to the earlier seed, so the choice never depends on set or dict order.
         ranked = sorted(pool, key=lambda t: (-scores[self._position[id(t)]], self._position[id(t)]))
         return ranked[:k][::-1]
@@ -207,7 +214,7 @@ class Demonstrations:
         if self.choice == "random":
             random.Random(f"{self._rng_seed}:clf-order").shuffle(shown)
             return shown
-        scores = self._index.scores(instruction)
+        scores = self._scores(instruction)
         return sorted(shown, key=lambda t: (scores[self._position[id(t)]], -self._position[id(t)]))
 
     def for_instances(self, instruction: str, classification: bool, k: int) -> list[Task]:
@@ -221,6 +228,6 @@ class Demonstrations:
         shown = self._ranked(instruction, with_input or self.other, k - 1, "in-first")
         shown += self._ranked(instruction, without, 1, "in-first-none")
         if self.choice == "similar":
-            scores = self._index.scores(instruction)
+            scores = self._scores(instruction)
             shown.sort(key=lambda t: (scores[self._position[id(t)]], -self._position[id(t)]))
         return shown

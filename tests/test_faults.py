@@ -322,3 +322,76 @@ def test_a_server_that_dies_mid_run_is_exit_3_after_the_wait_then_resumes(
         subprocess.run(cmd, env=env, check=True)
     for name in ("tasks.jsonl", "rejected.jsonl"):
         assert (run_dir / name).read_bytes() == (reference / name).read_bytes(), name
+
+
+def _batch_cmd(run_dir: Path, url: str, target: int) -> list[str]:
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "selfinstruct.cli",
+        "generate",
+        "-b",
+        "openai-batch",
+        "-m",
+        "m",
+        "--completions",
+        "--base-url",
+        url,
+        "-o",
+        str(run_dir),
+        "-n",
+        str(target),
+        "--window",
+        "3",
+        "--batch-poll",
+        "0.2",
+        "--batch-flush",
+        "0.3",
+        "-q",
+    ]
+
+
+def test_batch_api_mode_end_to_end_killed_and_resumed(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from conftest import REPO
+    from fake_batches import FakeBatchAPI
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    reference = tmp_path / "ref"
+    with FakeBatchAPI() as api:
+        subprocess.run(_batch_cmd(reference, api.url, 12), env=env, check=True, timeout=120)
+        stages = {json.loads(x)["stage"] for x in (reference / "requests.jsonl").open()}
+        assert stages == {"instructions", "classification", "instances"}
+        assert len(api.batches) >= 3  # a batch per stage, at least
+    run_dir = tmp_path / "run"
+    with FakeBatchAPI(instant=False) as api:
+        proc = subprocess.Popen(_batch_cmd(run_dir, api.url, 12), env=env)
+        deadline = time.monotonic() + 60
+        while not api.batches and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # the batch is registered and being polled, not answered
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        created = dict(api.batches)
+        registry = [json.loads(x) for x in (run_dir / "batches.jsonl").read_text().splitlines()]
+        assert [r["batch"] for r in registry] == list(created)
+        uploads_before = sum(c == "POST /v1/files" for c in api.calls)
+        api.release()
+        subprocess.run(_batch_cmd(run_dir, api.url, 12), env=env, check=True, timeout=120)
+        # The resumed run polled the batch it had created; its requests were not sent again.
+        first = registry[0]["requests"]
+        later_uploads = [
+            api.files[b["input_file_id"]].decode()
+            for bid, b in api.batches.items()
+            if bid not in created
+        ]
+        assert not any(f'"custom_id": "{rid}"' in text for rid in first for text in later_uploads)
+        assert sum(c == "POST /v1/files" for c in api.calls) > uploads_before
+    for name in ("tasks.jsonl", "rejected.jsonl"):
+        assert (run_dir / name).read_bytes() == (reference / name).read_bytes(), name

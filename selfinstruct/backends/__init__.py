@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from selfinstruct.backends.base import Backend, BackendError
@@ -22,6 +23,9 @@ def open_backend(
     timeout: float = 120.0,
     max_retries: int = 6,
     outage_wait: float = 300.0,
+    run_dir: Path | None = None,
+    batch_poll: float = 30.0,
+    batch_flush: float = 2.0,
     device: str | None = None,
     tensor_parallel_size: int = 1,
     data_parallel_size: int = 1,
@@ -50,6 +54,21 @@ def open_backend(
             max_retries=max_retries,
             outage_wait=outage_wait,
         )
+    if kind == "openai-batch":
+        from selfinstruct.backends.openai_batch import OpenAIBatchBackend
+
+        if not model or run_dir is None:
+            raise BackendError("the openai-batch backend needs --model and a run directory")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return OpenAIBatchBackend(
+            model,
+            list(base_url),
+            run_dir / "batches.jsonl",
+            api_key_env,
+            chat=chat is not False,
+            poll_every=batch_poll,
+            flush_after=batch_flush,
+        )
     if kind == "vllm":
         from selfinstruct.backends.vllm_offline import VLLMBackend
 
@@ -76,6 +95,9 @@ def make_backend(cfg: GenerateConfig) -> Backend:
         timeout=cfg.timeout,
         max_retries=cfg.max_retries,
         outage_wait=cfg.outage_wait,
+        run_dir=cfg.run_dir,
+        batch_poll=cfg.batch_poll,
+        batch_flush=cfg.batch_flush,
         device=cfg.device,
         tensor_parallel_size=cfg.tensor_parallel_size,
         data_parallel_size=cfg.data_parallel_size,

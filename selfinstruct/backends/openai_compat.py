@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
 import random
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future
+from functools import partial
 from typing import Any
 
 from selfinstruct.backends.base import (
@@ -137,6 +139,11 @@ class OpenAIBackend:
         self._clients: list[Any] = []
         self._limit: AdaptiveLimit | None = None
         self._lock = threading.Lock()
+        self._inbox: queue.SimpleQueue[tuple[Prompt, SamplingParams, Future[Completion]]] = (
+            queue.SimpleQueue()
+        )
+        self._wake_pending = False
+        self._tasks: set[asyncio.Task[Completion]] = set()
 
     # -- the event loop that holds the clients -----------------------------------------
 
@@ -161,7 +168,29 @@ class OpenAIBackend:
         self._limit = AdaptiveLimit(self.concurrency)
 
     def submit(self, request_id: str, prompt: Prompt, params: SamplingParams) -> Future[Completion]:
-        return asyncio.run_coroutine_threadsafe(self._one(prompt, params), self._ensure_loop())
+        loop = self._ensure_loop()
+        future: Future[Completion] = Future()
+        self._inbox.put((prompt, params, future))
+        with self._lock:
+            # One wake-up of the loop for everything submitted since the last one: waking it
+            # per request costs more than the request itself when hundreds go out at once.
+            wake, self._wake_pending = not self._wake_pending, True
+        if wake:
+            loop.call_soon_threadsafe(self._start_submitted)
+        return future
+
+    def _start_submitted(self) -> None:
+        with self._lock:
+            self._wake_pending = False
+        while True:
+            try:
+                prompt, params, future = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            task = asyncio.ensure_future(self._one(prompt, params))
+            task.add_done_callback(partial(_settle, future))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
         futures = [self.submit(str(k), p, params) for k, p in enumerate(prompts)]
@@ -311,6 +340,8 @@ class OpenAIBackend:
             return
 
         async def shutdown() -> None:
+            for task in list(self._tasks):
+                task.cancel()
             for client in self._clients:
                 await client.close()
 
@@ -318,6 +349,18 @@ class OpenAIBackend:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+
+
+def _settle(future: Future[Completion], task: asyncio.Task[Completion]) -> None:
+    """Hand a finished request's outcome to the caller's future (any thread may wait on it)."""
+    if future.cancelled():
+        return
+    if task.cancelled():
+        future.cancel()
+    elif task.exception() is not None:
+        future.set_exception(task.exception())  # type: ignore[arg-type]
+    else:
+        future.set_result(task.result())
 
 
 def _retry_after(response: Any) -> float:

@@ -191,10 +191,11 @@ class GenerateConfig(Options):
     prompts_dir: Path | None = option(
         None, "folder of prompt templates (default: the ones shipped with selfinstruct)"
     )
-    backend: Literal["local", "openai", "vllm", "scripted"] = option(
+    backend: Literal["local", "openai", "openai-batch", "vllm", "scripted"] = option(
         "local",
         "local = transformers with the bundled SmolLM2-135M; openai = any OpenAI-compatible "
-        "server; vllm = in-process on a GPU; scripted = canned replies (no model)",
+        "server; openai-batch = OpenAI's Batch API (half price, slow); vllm = in-process on a "
+        "GPU; scripted = canned replies (no model)",
         short="-b",
     )
     model: str | None = option(
@@ -280,6 +281,14 @@ class GenerateConfig(Options):
         "with exit 3 (the same command resumes)",
         gt=0,
     )
+    batch_poll: float = option(
+        30.0, "openai-batch: seconds between checks on a running batch", gt=0
+    )
+    batch_flush: float = option(
+        2.0,
+        "openai-batch: seconds without a new request before the waiting ones go out as a batch",
+        gt=0,
+    )
     device: str | None = option(None, "local: cpu, cuda, ... (default: the best there is)")
     tensor_parallel_size: int = option(1, "vllm: GPUs per model replica", ge=1)
     data_parallel_size: int = option(1, "vllm: model replicas", ge=1)
@@ -303,6 +312,8 @@ class GenerateConfig(Options):
                 "device",
                 "no_progress_prompts",
                 "outage_wait",
+                "batch_poll",
+                "batch_flush",
             },
         )
 

@@ -1,0 +1,180 @@
+"""The whole generate loop against a loopback server with a fixed number of slots.
+
+    python bench/loop_bench.py [--quick]
+
+A fake OpenAI-compatible server runs in its own process with S slots: a request takes a slot for
+its service time (requests beyond S wait in the server's queue, as on vLLM or a rate-limited
+API) and answers with well-formed canned replies. Service time is either fixed, or grows with
+the reply (0.5 s + 13 ms per output word, lognormal jitter, sigma 0.45), like a real server.
+`selfinstruct generate -b openai` runs against it as a user runs it (a subprocess), and the
+bench reports slot utilisation = server busy seconds / (S x wall), with wall measured by the
+server from the first request to the last reply (process start-up excluded, and shown apart).
+
+The last case is a single-slot server (llama.cpp-like) with a short timeout, where the first
+wave of requests queues past the timeout: it must finish, and no request may time out twice
+(the server counts how often it was sent each prompt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import random
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from fake_openai import FakeOpenAI, prompt_text  # the test server, reused
+
+from selfinstruct.backends.scripted import canned_reply
+
+
+def _serve(slots: int, latency: str, seed: int, out: Any, stop: Any) -> None:
+    gate = threading.Semaphore(slots)
+    lock = threading.Lock()
+    rng = random.Random(seed)
+    record: dict[str, Any] = {"busy": 0.0, "first": None, "last": None, "sent": Counter()}
+
+    def brain(body: dict[str, Any], n: int) -> list[Any]:
+        text = prompt_text(body)
+        reply = canned_reply(text)
+        with lock:
+            jitter = rng.lognormvariate(0.0, 0.45)
+            record["sent"][text] += 1
+        if latency == "fixed":
+            service = 0.5
+        else:
+            service = (0.5 + 0.013 * len(reply.split())) * jitter
+        with gate:
+            start = time.monotonic()
+            with lock:
+                record["first"] = record["first"] or start
+            time.sleep(service)
+            end = time.monotonic()
+            with lock:
+                record["busy"] += end - start
+                record["last"] = end
+        return [("ok", reply)]
+
+    server = FakeOpenAI(brain)
+    server.thread.start()
+    out.put(server.url)
+    stop.wait()
+    sent = record["sent"]
+    out.put(
+        {
+            "busy": record["busy"],
+            "window": (record["last"] or 0) - (record["first"] or 0),
+            "requests": sum(sent.values()),
+            "prompts": len(sent),
+            "most_sends": max(sent.values(), default=0),
+            "sent_3_or_more": sum(1 for v in sent.values() if v >= 3),
+        }
+    )
+    server.server.shutdown()
+
+
+def run_case(
+    name: str,
+    slots: int,
+    latency: str,
+    target: int,
+    concurrency: int,
+    window: int,
+    extra: list[str],
+) -> dict[str, Any]:
+    ctx = mp.get_context("fork")
+    out, stop = ctx.Queue(), ctx.Event()
+    proc = ctx.Process(target=_serve, args=(slots, latency, 0, out, stop), daemon=True)
+    proc.start()
+    url = out.get()
+    run_dir = Path(tempfile.mkdtemp(prefix="loop-bench-"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "selfinstruct.cli",
+        "generate",
+        "-b",
+        "openai",
+        "-m",
+        "bench",
+        "--completions",
+        "--base-url",
+        url,
+        "-o",
+        str(run_dir / "run"),
+        "-n",
+        str(target),
+        "--concurrency",
+        str(concurrency),
+        "--window",
+        str(window),
+        "-q",
+        *extra,
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    started = time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    stop.set()
+    server = out.get()
+    proc.join(10)
+    manifest = json.loads((run_dir / "run" / "manifest.json").read_text())
+    util = server["busy"] / (slots * server["window"]) if server["window"] else 0.0
+    result = {
+        "case": name,
+        "exit": done.returncode,
+        "accepted": manifest["counts"]["accepted"],
+        "requests": server["requests"],
+        "wall_s": round(wall, 1),
+        "server_window_s": round(server["window"], 1),
+        "utilisation": round(util, 3),
+        "busy_s": round(server["busy"], 1),
+        "most_sends_of_one_prompt": server["most_sends"],
+        "prompts_sent_3_or_more_times": server["sent_3_or_more"],
+    }
+    if done.returncode != 0:
+        result["stderr"] = done.stderr[-500:]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller targets")
+    parser.add_argument("--only", help="run the cases whose name contains this")
+    parser.add_argument("--window", type=int, help="override every case's --window")
+    args = parser.parse_args()
+    scale = 0.3 if args.quick else 1.0
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    cases = [
+        ("32 slots, fixed 0.5 s", 32, "fixed", 300, 32, 16, []),
+        ("32 slots, length-proportional", 32, "length", 300, 32, 16, []),
+        ("128 slots, fixed 0.5 s", 128, "fixed", 1200, 128, 64, []),
+        ("128 slots, length-proportional", 128, "length", 1200, 128, 64, []),
+        ("1 slot, 16 in flight, 8 s timeout", 1, "length", 40, 16, 4, ["--timeout", "8"]),
+    ]
+    for name, slots, latency, target, concurrency, window, extra in cases:
+        if args.only and args.only not in name:
+            continue
+        window = args.window or window
+        target = max(10, math.ceil(target * scale))
+        result = run_case(name, slots, latency, target, concurrency, window, extra)
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
