@@ -33,12 +33,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from fake_openai import FakeOpenAI, prompt_text  # the test server, reused
 
 from selfinstruct.backends.scripted import canned_reply
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _serve(slots: int, latency: str, seed: int, out: Any, stop: Any) -> None:
@@ -53,10 +54,8 @@ def _serve(slots: int, latency: str, seed: int, out: Any, stop: Any) -> None:
         with lock:
             jitter = rng.lognormvariate(0.0, 0.45)
             record["sent"][text] += 1
-        if latency == "fixed":
-            service = 0.5
-        else:
-            service = (0.5 + 0.013 * len(reply.split())) * jitter
+        words = len(reply.split())
+        service = 0.5 if latency == "fixed" else (0.5 + 0.013 * words) * jitter
         with gate:
             start = time.monotonic()
             with lock:
