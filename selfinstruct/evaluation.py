@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +60,15 @@ class EvalSummary(BaseModel):
 
 
 def _load(base: str, adapter: Path | None) -> tuple[Any, Any]:
+    """The base model, once, with the adapter attached when there is one (switched off for the
+    base variant), on the GPU when there is one."""
     torch, transformers, peft, _, _ = training_imports()
+    gpu = torch.cuda.is_available()
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(base)
-        model = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            base, dtype=torch.bfloat16 if gpu else torch.float32
+        )
     except OSError as exc:
         raise SelfInstructError(f"cannot load base model {base!r} ({exc})") from None
     if adapter is not None:
@@ -77,8 +83,17 @@ def _load(base: str, adapter: Path | None) -> tuple[Any, Any]:
                 f"the adapter {adapter} does not match base model {base} ({str(exc)[:200]}); "
                 "evaluate it with the base model it was trained on"
             ) from None
+    if gpu:
+        model.to("cuda")
     model.eval()
     return model, tokenizer
+
+
+def _variant(model: Any, name: str) -> AbstractContextManager[Any]:
+    """The base variant of a model with an adapter is the same weights with the adapter off."""
+    if name == "base" and hasattr(model, "disable_adapter"):
+        return model.disable_adapter()
+    return nullcontext()
 
 
 def response_loss(model: Any, tokenizer: Any, examples: list[Example]) -> float:
@@ -100,7 +115,7 @@ def response_loss(model: Any, tokenizer: Any, examples: list[Example]) -> float:
         if n <= 0:
             continue
         with torch.no_grad():
-            out = model(input_ids=ids, labels=labels)
+            out = model(input_ids=ids.to(model.device), labels=labels.to(model.device))
         total += float(out.loss) * n
         count += n
     return total / count if count else float("nan")
@@ -137,16 +152,22 @@ def _evaluate(
 ) -> list[VariantResult]:
     from selfinstruct.backends.local import LocalBackend
 
-    variants = [("base", None)] + ([("tuned", cfg.adapter)] if cfg.adapter else [])
+    variants = ["base"] + (["tuned"] if cfg.adapter else [])
+    model, tokenizer = _load(base, cfg.adapter)
     results = []
-    for name, adapter in variants:
-        model, tokenizer = _load(base, adapter)
-        loss = response_loss(model, tokenizer, examples)
-        backend = LocalBackend.from_loaded(
-            model, tokenizer, name, chat=True, batch_size=cfg.batch_size
-        )
-        params = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=cfg.max_new_tokens)
-        done = backend.generate([[{"role": "user", "content": e.prompt}] for e in examples], params)
+    for name in variants:
+        with _variant(model, name):
+            loss = response_loss(model, tokenizer, examples)
+            backend = LocalBackend.from_loaded(
+                model, tokenizer, name, chat=True, batch_size=cfg.batch_size
+            )
+            params = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=cfg.max_new_tokens)
+            try:
+                done = backend.generate(
+                    [[{"role": "user", "content": e.prompt}] for e in examples], params
+                )
+            finally:
+                backend.close()
         rows, scores = [], []
         for ex, completion in zip(examples, done, strict=True):
             ref, hyp = rouge_tokenize(ex.response), rouge_tokenize(completion.text)

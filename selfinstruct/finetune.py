@@ -5,6 +5,16 @@ puts the loss on the response tokens only (the instruction-tuning loss the seeds
 output directory holds the trainer's checkpoints (the same command resumes from the last one),
 `adapter/` (LoRA weights and tokenizer, safetensors), `merged/` with `--merge`, and
 `training_summary.json`. Multi-GPU runs go through `accelerate launch` or `torchrun` (README).
+
+Speed, chosen per machine (`speed_settings`, each choice written into the summary):
+- padding-free batches (the examples of a batch in one row, no padding) where the attention
+  keeps them apart: FlashAttention (varlen kernels) on a GPU, or transformers' block-diagonal
+  mask built from restarting position ids, which needs the KV cache off (a test compares the
+  losses with and without padding-free); otherwise padded batches of similar length
+  (`group_by_length`), which wastes less on padding than random batches;
+- bf16 on a GPU and on CPUs with native bf16 (AVX512-BF16 or AMX), fp32 elsewhere;
+- Liger's fused kernels when the package is installed (GPU);
+- activation checkpointing on a GPU, with the input gradients LoRA needs through it.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ from selfinstruct.atomic import write_json_atomic
 from selfinstruct.config import FinetuneConfig
 from selfinstruct.errors import SelfInstructError
 from selfinstruct.export import prompt_completion_row, source_tasks, to_examples
-from selfinstruct.models import resolve_model, training_imports
+from selfinstruct.models import native_bf16, resolve_model, training_imports
 
 
 class TrainingSummary(BaseModel):
@@ -35,8 +45,10 @@ class TrainingSummary(BaseModel):
     tokens_per_second: float
     peak_memory_mb: float
     wall_seconds: float
+    seconds_to_first_step: float | None  # from the command's start, model loading included
     device: str
     resumed_from: str | None
+    settings: dict[str, Any]  # what speed_settings chose on this machine
     config: dict[str, Any]
 
 
@@ -62,7 +74,86 @@ def _checkpointing(trl: Any, enabled: bool) -> dict[str, bool]:
     return {name: enabled}
 
 
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def speed_settings(cfg: FinetuneConfig, on_gpu: bool) -> dict[str, Any]:
+    """The fastest correct settings for this machine; the config can force each one."""
+    flash = on_gpu and _installed("flash_attn")
+    attn = cfg.attn_implementation or ("flash_attention_2" if flash else "sdpa")
+    # Without FlashAttention, padding-free relies on a dense block-diagonal mask: correct (see
+    # the loss test) but quadratic in the packed length, which a GPU feels and a CPU does not.
+    padding_free = cfg.padding_free if cfg.padding_free is not None else (flash or not on_gpu)
+    return {
+        "attn_implementation": attn,
+        "padding_free": padding_free,
+        "group_by_length": cfg.group_by_length and not padding_free,
+        "bf16": cfg.bf16 if cfg.bf16 is not None else (on_gpu or native_bf16()),
+        "liger": cfg.liger if cfg.liger is not None else (on_gpu and _installed("liger_kernel")),
+        "activation_checkpointing": (
+            on_gpu if cfg.gradient_checkpointing is None else cfg.gradient_checkpointing
+        ),
+    }
+
+
+def load_for_training(
+    base: str, cfg: FinetuneConfig, settings: dict[str, Any], torch: Any, transformers: Any
+) -> tuple[Any, Any]:
+    """The base model and tokenizer, ready for LoRA training with `settings`."""
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(base)
+        quant = None
+        if cfg.qlora:
+            quant = transformers.BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+            )
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            base,
+            dtype=torch.bfloat16 if settings["bf16"] else torch.float32,
+            quantization_config=quant,
+            attn_implementation=settings["attn_implementation"],
+        )
+    except OSError as exc:
+        raise SelfInstructError(
+            f"cannot load base model {base!r} ({exc}); nothing is downloaded "
+            "at run time, so give a local path or a cached model"
+        ) from None
+    except ImportError as exc:  # e.g. flash_attention_2 asked for without flash-attn
+        raise SelfInstructError(
+            f"cannot load {base!r} with attention {settings['attn_implementation']!r}: {exc}"
+        ) from None
+    # Training never reads the cache, and with it on, the packed (padding-free) rows would
+    # attend across example boundaries instead of getting a block-diagonal mask.
+    model.config.use_cache = False
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def _padding_free_collator(tokenizer: Any) -> Any:
+    # TRL's own padding-free collator (position ids restart per example). Passed in rather than
+    # through SFTConfig.padding_free, which refuses max_length without packing: the packed row is
+    # not bounded by it, but each example still is (TRL truncates them while preparing the data).
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    return DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=True)
+
+
+def _first_step_clock(transformers: Any, started: float) -> tuple[Any, dict[str, float]]:
+    seen: dict[str, float] = {}
+
+    class FirstStep(transformers.TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            seen.setdefault("first", time.perf_counter() - started)
+
+    return FirstStep(), seen
+
+
 def run_finetune(cfg: FinetuneConfig) -> TrainingSummary:
+    command_started = time.perf_counter()
     torch, transformers, peft, trl, datasets = training_imports()
     device = _device(cfg, torch)
     on_gpu = device.startswith("cuda")
@@ -81,23 +172,8 @@ def run_finetune(cfg: FinetuneConfig) -> TrainingSummary:
         train, val = split["train"], split["test"]
     else:
         train, val = dataset, None
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(base)
-        quant = None
-        if cfg.qlora:
-            quant = transformers.BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
-            )
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            base, dtype=torch.bfloat16 if on_gpu else torch.float32, quantization_config=quant
-        )
-    except OSError as exc:
-        raise SelfInstructError(
-            f"cannot load base model {base!r} ({exc}); nothing is downloaded "
-            "at run time, so give a local path or a cached model"
-        ) from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    settings = speed_settings(cfg, on_gpu)
+    model, tokenizer = load_for_training(base, cfg, settings, torch, transformers)
     lora = peft.LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
@@ -108,7 +184,6 @@ def run_finetune(cfg: FinetuneConfig) -> TrainingSummary:
         ),
         task_type="CAUSAL_LM",
     )
-    checkpointing = on_gpu if cfg.gradient_checkpointing is None else cfg.gradient_checkpointing
     args = trl.SFTConfig(
         output_dir=str(cfg.output_dir),
         num_train_epochs=cfg.epochs,
@@ -126,14 +201,18 @@ def run_finetune(cfg: FinetuneConfig) -> TrainingSummary:
         eval_steps=cfg.logging_steps,
         max_length=cfg.max_length,
         completion_only_loss=True,
-        bf16=on_gpu,
-        **_checkpointing(trl, checkpointing),
+        bf16=settings["bf16"],
+        train_sampling_strategy="group_by_length" if settings["group_by_length"] else "random",
+        use_liger_kernel=settings["liger"],
+        **_checkpointing(trl, settings["activation_checkpointing"]),
         use_cpu=not on_gpu,
         report_to="none",
         seed=cfg.seed,
-        include_num_input_tokens_seen=True,
+        # Tokens that are not padding: the throughput a user gets, whatever the batching.
+        include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
     )
+    clock, first_step = _first_step_clock(transformers, command_started)
     trainer = trl.SFTTrainer(
         model=model,
         args=args,
@@ -141,6 +220,8 @@ def run_finetune(cfg: FinetuneConfig) -> TrainingSummary:
         eval_dataset=val,
         processing_class=tokenizer,
         peft_config=lora,
+        data_collator=_padding_free_collator(tokenizer) if settings["padding_free"] else None,
+        callbacks=[clock],
     )
     last = (
         transformers.trainer_utils.get_last_checkpoint(str(cfg.output_dir))
@@ -181,8 +262,10 @@ def run_finetune(cfg: FinetuneConfig) -> TrainingSummary:
         tokens_per_second=tokens / wall if wall > 0 else 0.0,
         peak_memory_mb=round(peak, 1),
         wall_seconds=round(wall, 2),
+        seconds_to_first_step=(round(first_step["first"], 2) if "first" in first_step else None),
         device=device,
         resumed_from=last,
+        settings=settings,
         config=cfg.model_dump(mode="json"),
     )
     write_json_atomic(cfg.output_dir / "training_summary.json", summary.model_dump(mode="json"))

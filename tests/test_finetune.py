@@ -11,7 +11,13 @@ import pytest
 from selfinstruct.config import GenerateConfig
 from selfinstruct.errors import SelfInstructError
 from selfinstruct.export import to_examples
-from selfinstruct.finetune import FinetuneConfig, run_finetune
+from selfinstruct.finetune import (
+    FinetuneConfig,
+    TrainingSummary,
+    load_for_training,
+    run_finetune,
+    speed_settings,
+)
 from selfinstruct.generate import run_generate
 from selfinstruct.records import Task, read_tasks
 
@@ -31,16 +37,11 @@ def small_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return run_dir
 
 
-def test_lora_training_end_to_end(small_run: Path, tmp_path: Path) -> None:
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from selfinstruct.backends.base import SamplingParams
-    from selfinstruct.backends.local import LocalBackend
-    from selfinstruct.evaluation import response_loss
-
-    out = tmp_path / "ft"
+@pytest.fixture(scope="module")
+def tuned(
+    small_run: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, TrainingSummary]:
+    out = tmp_path_factory.mktemp("ft") / "ft"
     cfg = FinetuneConfig(
         data=small_run,
         output_dir=out,
@@ -49,13 +50,42 @@ def test_lora_training_end_to_end(small_run: Path, tmp_path: Path) -> None:
         learning_rate=1e-3,
         logging_steps=2,
         val_fraction=0.0,
+        # The GPU default, here on CPU: LoRA must still get gradients through checkpointed layers.
+        gradient_checkpointing=True,
     )
-    summary = run_finetune(cfg)
+    return out, run_finetune(cfg)
+
+
+def test_lora_training_end_to_end(
+    small_run: Path, tuned: tuple[Path, TrainingSummary], tmp_path: Path
+) -> None:
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from selfinstruct.backends.base import SamplingParams
+    from selfinstruct.backends.local import LocalBackend
+    from selfinstruct.evaluation import response_loss
+
+    out, summary = tuned
     adapter = out / "adapter"
     assert (adapter / "adapter_model.safetensors").exists()
     assert (adapter / "adapter_config.json").exists() and (adapter / "tokenizer.json").exists()
     assert summary.steps == 8 and summary.tokens_seen > 0 and summary.tokens_per_second > 0
-    assert json.loads((out / "training_summary.json").read_text())["steps"] == 8
+    assert (
+        summary.seconds_to_first_step and summary.seconds_to_first_step < summary.wall_seconds + 60
+    )
+    written = json.loads((out / "training_summary.json").read_text())
+    assert written["steps"] == 8
+    # The choices made for this machine are on record; on CPU: padding-free, sdpa.
+    assert written["settings"]["padding_free"] is True
+    assert written["settings"]["attn_implementation"] == "sdpa"
+    assert written["settings"]["activation_checkpointing"] is True
+    # Every LoRA B matrix left zero, in every layer: gradients flowed through checkpointing.
+    weights = load_file(str(adapter / "adapter_model.safetensors"))
+    lora_b = {k: v for k, v in weights.items() if "lora_B" in k}
+    assert len(lora_b) >= 30 * 7 and all(float(v.abs().sum()) > 0 for v in lora_b.values())
 
     base = summary.base_model
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -64,22 +94,92 @@ def test_lora_training_end_to_end(small_run: Path, tmp_path: Path) -> None:
     examples = to_examples(read_tasks(small_run / "tasks.jsonl")).examples[:12]
     loss_before = response_loss(before, tokenizer, examples)
 
-    tuned = PeftModel.from_pretrained(before, str(adapter))  # reloads
-    lora_b = [p for n, p in tuned.named_parameters() if "lora_B" in n]
-    assert lora_b and any(float(p.abs().sum()) > 0 for p in lora_b)  # LoRA B starts at zero
-    for name, value in tuned.get_base_model().state_dict().items():
+    model = PeftModel.from_pretrained(before, str(adapter))  # reloads
+    for name, value in model.get_base_model().state_dict().items():
         key = name.replace(".base_layer", "")
         if "lora_" not in name and key in reference:
             assert torch.equal(value, reference[key]), name  # base weights untouched
-    loss_after = response_loss(tuned, tokenizer, examples)
+    loss_after = response_loss(model, tokenizer, examples)
     assert loss_after < loss_before
 
-    backend = LocalBackend.from_loaded(tuned, tokenizer, "tuned")
+    backend = LocalBackend.from_loaded(model, tokenizer, "tuned")
     done = backend.generate(
         [[{"role": "user", "content": examples[0].prompt}]],
         SamplingParams(temperature=0.0, max_tokens=12),
     )
     assert done[0].text.strip()
+
+
+def test_padding_free_batches_keep_examples_apart(tmp_path: Path) -> None:
+    """The packed row TRL builds on CPU must give each example the loss it has alone."""
+    import torch
+    import transformers
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from selfinstruct.models import resolve_model
+
+    cfg = FinetuneConfig(data=tmp_path, output_dir=tmp_path / "ft", bf16=False)
+    settings = speed_settings(cfg, on_gpu=False)
+    assert settings["padding_free"] and settings["attn_implementation"] == "sdpa"
+    model, tokenizer = load_for_training(resolve_model(None), cfg, settings, torch, transformers)
+    texts = [
+        "Translate to French: good morning. Bonjour.",
+        "List three prime numbers. Two, three and five are prime numbers, the first of them.",
+        "Is 7 odd? Yes.",
+    ]
+    rows = []
+    for text in texts:
+        ids = tokenizer(text)["input_ids"]
+        rows.append({"input_ids": ids, "labels": [-100] * 3 + ids[3:]})  # a masked prompt
+
+    def loss(batch: dict[str, torch.Tensor]) -> float:
+        with torch.no_grad():
+            return float(model(**batch).loss)
+
+    pad = tokenizer.pad_token_id
+    padded = loss(DataCollatorForLanguageModeling(pad_token_id=pad, padding_free=False)(rows))
+    packed_batch = DataCollatorForLanguageModeling(pad_token_id=pad, padding_free=True)(rows)
+    assert packed_batch["input_ids"].shape[0] == 1 and "attention_mask" not in packed_batch
+    packed = loss(packed_batch)
+    assert packed == pytest.approx(padded, rel=1e-4)
+    # Negative control: one long sequence (positions not restarting) lets the second and third
+    # examples attend to the ones before them, and the loss moves.
+    joined = {
+        "input_ids": packed_batch["input_ids"],
+        "labels": packed_batch["labels"],
+        "position_ids": torch.arange(packed_batch["input_ids"].shape[1])[None],
+    }
+    assert abs(loss(joined) - padded) > 1e-2
+
+
+def test_eval_loads_the_base_once_and_switches_the_adapter(
+    tuned: tuple[Path, TrainingSummary], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import transformers
+
+    from selfinstruct.evaluation import EvalConfig, run_eval
+
+    common = {"limit": 4, "max_new_tokens": 12}
+    alone = run_eval(EvalConfig(output_dir=tmp_path / "base", **common))
+    loads = []
+    original = transformers.AutoModelForCausalLM.from_pretrained
+
+    def counting(*args: object, **kwargs: object) -> object:
+        loads.append(args[0] if args else kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", counting)
+    both = run_eval(
+        EvalConfig(output_dir=tmp_path / "both", adapter=tuned[0] / "adapter", **common)
+    )
+    assert len(loads) == 1
+    base, tuned_variant = both.variants
+    # The adapter switched off is exactly the base model: same loss, same greedy responses.
+    assert base.loss == pytest.approx(alone.variants[0].loss, rel=1e-6)
+    assert (tmp_path / "both" / "base.jsonl").read_text() == (
+        tmp_path / "base" / "base.jsonl"
+    ).read_text()
+    assert tuned_variant.loss != pytest.approx(base.loss, rel=1e-3)
 
 
 def test_resume_from_the_last_checkpoint(small_run: Path, tmp_path: Path) -> None:

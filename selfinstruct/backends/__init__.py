@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from selfinstruct.backends.base import Backend, BackendError
 
@@ -27,6 +27,8 @@ def open_backend(
     batch_poll: float = 30.0,
     batch_flush: float = 2.0,
     device: str | None = None,
+    local_batch: int = 32,
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto",
     tensor_parallel_size: int = 1,
     data_parallel_size: int = 1,
 ) -> Backend:
@@ -38,7 +40,7 @@ def open_backend(
     if kind == "local":
         from selfinstruct.backends.local import LocalBackend
 
-        return LocalBackend(model, device=device, chat=chat)
+        return LocalBackend(model, device=device, chat=chat, batch_size=local_batch, dtype=dtype)
     if kind == "openai":
         from selfinstruct.backends.openai_compat import OpenAIBackend
 
@@ -99,6 +101,8 @@ def make_backend(cfg: GenerateConfig) -> Backend:
         batch_poll=cfg.batch_poll,
         batch_flush=cfg.batch_flush,
         device=cfg.device,
+        local_batch=cfg.local_batch,
+        dtype=cfg.dtype,
         tensor_parallel_size=cfg.tensor_parallel_size,
         data_parallel_size=cfg.data_parallel_size,
     )

@@ -290,6 +290,14 @@ class GenerateConfig(Options):
         gt=0,
     )
     device: str | None = option(None, "local: cpu, cuda, ... (default: the best there is)")
+    local_batch: int = option(
+        32, "local: sequences generated together at most (every waiting request is taken)", ge=1
+    )
+    dtype: Literal["auto", "float32", "bfloat16"] = option(
+        "auto",
+        "local: weights and math (default: bf16 on a GPU and on CPUs with native bf16, at batches "
+        "above 1; fp32 elsewhere)",
+    )
     tensor_parallel_size: int = option(1, "vllm: GPUs per model replica", ge=1)
     data_parallel_size: int = option(1, "vllm: model replicas", ge=1)
 
@@ -310,6 +318,8 @@ class GenerateConfig(Options):
                 "timeout",
                 "max_retries",
                 "device",
+                "local_batch",
+                "dtype",
                 "no_progress_prompts",
                 "outage_wait",
                 "batch_poll",
@@ -396,6 +406,23 @@ class FinetuneConfig(Options):
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
     qlora: bool = option(False, "4-bit base model (needs a GPU and bitsandbytes)")
     gradient_checkpointing: bool | None = option(None, "trade compute for memory (default: on GPU)")
+    padding_free: bool | None = option(
+        None,
+        "a batch's examples in one row, no padding (default: with FlashAttention on a GPU, and "
+        "on a CPU)",
+    )
+    group_by_length: bool = option(
+        True, "padded batches of similar length: less padding (when not padding-free)"
+    )
+    bf16: bool | None = option(
+        None, "bf16 weights and math (default: on a GPU, and on CPUs with native bf16)"
+    )
+    liger: bool | None = option(
+        None, "Liger's fused kernels (default: on a GPU when liger-kernel is installed)"
+    )
+    attn_implementation: str | None = option(
+        None, "attention kernel (default: flash_attention_2 when installed on a GPU, else sdpa)"
+    )
 
     @field_validator("target_modules", mode="before")
     @classmethod
