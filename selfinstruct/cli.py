@@ -16,12 +16,14 @@ import typer
 from selfinstruct import __version__
 from selfinstruct.cli_build import add_command, switch
 from selfinstruct.config import (
+    AuditConfig,
     EvalConfig,
     ExportConfig,
     FilterConfig,
     FinetuneConfig,
     GenerateConfig,
     ReportConfig,
+    ReviewConfig,
     RunConfig,
     build_config,
 )
@@ -119,6 +121,12 @@ def export(options: dict[str, Any], config: Path | None) -> None:
         + (f"; left out: {dropped}" if dropped else ""),
         highlight=False,
     )
+    if summary.review_dropped or summary.review_edited:
+        out.print(
+            f"review applied: {summary.review_dropped} tasks dropped, "
+            f"{summary.review_edited} corrected",
+            highlight=False,
+        )
     if summary.card_path:
         out.print(f"dataset card -> {summary.card_path}", highlight=False)
     if summary.hub_url:
@@ -198,6 +206,34 @@ def report(options: dict[str, Any]) -> None:
     out.print(f"report -> {result.html_path} ({len(result.images)} figures)", highlight=False)
 
 
+def review(options: dict[str, Any]) -> None:
+    """Judge a sample of tasks by hand on a local page (the paper's three questions); edits and
+    drops are honoured by export and finetune."""
+    from selfinstruct.display import out
+    from selfinstruct.review import run_review
+
+    try:
+        run_review(
+            build_config(ReviewConfig, None, options),
+            lambda text: out.print(text, highlight=False, soft_wrap=True),
+        )
+    except SelfInstructError as exc:
+        raise _fail(exc) from None
+
+
+def audit(options: dict[str, Any], config: Path | None, quiet: bool) -> None:
+    """Ask an LLM judge the review's three questions; optionally keep only valid tasks."""
+    from selfinstruct.audit import run_audit
+    from selfinstruct.display import print_audit_summary
+
+    try:
+        summary = run_audit(build_config(AuditConfig, config, options))
+    except SelfInstructError as exc:
+        raise _fail(exc) from None
+    if not quiet:
+        print_audit_summary(summary)
+
+
 DRY_RUN = switch("dry_run", ("--dry-run",), "scripted backend: canned replies, no model")
 add_command(app, "generate", GenerateConfig, generate, [DRY_RUN, CONFIG, QUIET])
 add_command(app, "filter", FilterConfig, filter_command, [CONFIG, QUIET])
@@ -206,6 +242,8 @@ add_command(app, "finetune", FinetuneConfig, finetune, [CONFIG])
 add_command(app, "eval", EvalConfig, eval_command, [CONFIG])
 add_command(app, "run", RunConfig, run_command, [QUIET])
 add_command(app, "report", ReportConfig, report)
+add_command(app, "review", ReviewConfig, review)
+add_command(app, "audit", AuditConfig, audit, [CONFIG, QUIET])
 
 
 def main() -> None:

@@ -206,3 +206,36 @@ def print_eval_summary(summary: Any) -> None:
             )
     out.print(table)
     out.print(f"responses and summary -> {summary.output_dir}", highlight=False)
+
+
+def print_audit_summary(summary: Any) -> None:
+    from selfinstruct.quality import PAPER_TABLE2, QUESTION_TEXT
+
+    table = Table(show_header=True, header_style="bold")
+    table.add_column(f"audit by {summary.judge} ({summary.judged} of {summary.tasks} tasks)")
+    table.add_column("judge: yes [95% CI] of n", justify="right")
+    table.add_column("paper (GPT-3, 200)", justify="right")
+    if summary.agreement:
+        table.add_column("agreement with review", justify="right")
+    for key, row in summary.table.rows.items():
+        cells = [QUESTION_TEXT.get(key, "Valid in every field"), row.text()]
+        cells.append(f"{PAPER_TABLE2[key]:.0%}")
+        if summary.agreement:
+            a = summary.agreement[key]
+            kappa = "n/a" if a.kappa is None else f"{a.kappa:.2f}"
+            cells.append("-" if a.agree is None else f"{a.agree:.0%}, kappa {kappa} (n={a.n})")
+        table.add_row(*cells)
+    out.print(table)
+    cost = "" if summary.cost_usd is None else f", ${summary.cost_usd:.4f}"
+    out.print(
+        f"{summary.asked} asked now, {summary.reused} from the journal, {summary.unparsed} "
+        f"unparsed, {summary.failed} failed (asked again next time); "
+        f"{summary.prompt_tokens:,} prompt + {summary.completion_tokens:,} completion tokens{cost}",
+        highlight=False,
+    )
+    if summary.output:
+        out.print(
+            f"{summary.kept:,} tasks kept -> {summary.output}; {summary.dropped:,} dropped "
+            "(audit_rejected.jsonl)",
+            highlight=False,
+        )

@@ -27,6 +27,7 @@ from selfinstruct.atomic import write_text_atomic
 from selfinstruct.card import MARKER, card_path, render_card
 from selfinstruct.config import ExportConfig
 from selfinstruct.errors import InputError, SelfInstructError
+from selfinstruct.quality import REVIEW_FILE, apply_review, read_review
 from selfinstruct.records import Task, read_tasks, write_jsonl
 
 # How an instruction and its input are put together; {input} is left out when it is empty.
@@ -63,18 +64,38 @@ class ExportSummary(BaseModel):
     tasks: int
     seed_tasks: int = 0
     dropped: dict[str, int] = Field(default_factory=dict)  # duplicate, over_cap
+    review_dropped: int = 0  # tasks left out because the reviewer dropped them
+    review_edited: int = 0  # tasks written with the reviewer's corrections
     card_path: str | None = None
     hub_url: str | None = None
 
 
-def source_tasks(source: Path) -> list[Task]:
-    """Tasks from a run directory or an instruction file."""
-    path = source / "tasks.jsonl" if source.is_dir() else source
-    if source.is_dir() and not path.exists():
+@dataclass
+class Source:
+    tasks: list[Task]
+    review_dropped: int = 0  # tasks the reviewer dropped (review.jsonl)
+    review_edited: int = 0  # tasks with an input or output the reviewer corrected
+
+
+def load_source(source: Path) -> Source:
+    """Tasks from an instruction file, or from a run directory with its review applied."""
+    if not source.is_dir():
+        return Source(read_tasks(source))
+    path = source / "tasks.jsonl"
+    if not path.exists():
         raise InputError(
             source, "is a directory without tasks.jsonl; give a run directory or a file"
         )
-    return read_tasks(path)
+    tasks = read_tasks(path)
+    review = source / REVIEW_FILE
+    if not review.exists():
+        return Source(tasks)
+    kept, dropped, edited = apply_review(tasks, read_review(review))
+    return Source(kept, dropped, edited)
+
+
+def source_tasks(source: Path) -> list[Task]:
+    return load_source(source).tasks
 
 
 @dataclass
@@ -147,7 +168,8 @@ def _seed_tasks(cfg: ExportConfig) -> list[Task]:
 
 def export(cfg: ExportConfig) -> ExportSummary:
     """Write the examples of `cfg.source` to `cfg.output`; returns what was written."""
-    tasks = source_tasks(cfg.source)
+    source = load_source(cfg.source)
+    tasks = source.tasks
     seeds = _seed_tasks(cfg) if cfg.include_seeds else []
     built = to_examples([*tasks, *seeds], cfg.seed, cfg.max_per_task)
     examples = built.examples
@@ -168,7 +190,12 @@ def export(cfg: ExportConfig) -> ExportSummary:
         )
     _write_data(cfg, examples)
     summary = ExportSummary(
-        examples=len(examples), tasks=len(tasks), seed_tasks=len(seeds), dropped=dict(built.dropped)
+        examples=len(examples),
+        tasks=len(tasks),
+        seed_tasks=len(seeds),
+        dropped=dict(built.dropped),
+        review_dropped=source.review_dropped,
+        review_edited=source.review_edited,
     )
     if cfg.card:
         write_text_atomic(card, render_card(cfg, tasks, len(examples), summary.dropped, len(seeds)))

@@ -25,24 +25,16 @@ from selfinstruct.errors import SelfInstructError
 from selfinstruct.records import Rejected, Task, read_tasks
 from selfinstruct.similarity import RougeLIndex
 from selfinstruct.stats import table1, table1_rows
-from selfinstruct.store import RunStore
+from selfinstruct.store import RunStore, generate_dir
 
 SECTIONS = ("funnel", "similarity", "lengths", "classification", "instances", "verbs")
 # Sections written as HTML tables rather than figures.
-TABLES = ("table1", "usage", "samples")
+TABLES = ("table1", "quality", "usage", "samples")
 
 
 class ReportResult(BaseModel):
     html_path: str
     images: list[str]
-
-
-def _generate_dir(run: Path) -> Path:
-    if (run / "tasks.jsonl").exists():
-        return run
-    if (run / "generate" / "tasks.jsonl").exists():
-        return run / "generate"
-    raise SelfInstructError(f"{run}: no tasks.jsonl here or in generate/; give a run directory")
 
 
 def _load(run: Path) -> tuple[list[Task], list[Rejected], dict[str, Any], dict[str, Any]]:
@@ -79,7 +71,7 @@ def build_report(
         raise SelfInstructError(
             "reports need matplotlib: pip install 'selfinstruct[report]'"
         ) from None
-    gen = _generate_dir(run)
+    gen = generate_dir(run)
     tasks, rejected, manifest, usage = _load(gen)
     seed_path = seeds or Path(manifest.get("config", {}).get("seed_tasks", ""))
     if not seed_path or not Path(seed_path).exists():
@@ -171,10 +163,75 @@ def build_report(
         path.write_bytes(data)
         paths.append(str(path))
     html_path = out / "report.html"
+    page = _html(gen, manifest, usage, tasks, rejected, images, generated)
     html_path.write_text(
-        _html(gen, manifest, usage, tasks, rejected, images, generated), encoding="utf-8"
+        page.replace("<!--quality-->", quality_section(gen, tasks)), encoding="utf-8"
     )
     return ReportResult(html_path=str(html_path), images=paths)
+
+
+def quality_section(gen: Path, tasks: list[Task]) -> str:
+    """The paper's Table 2 beside this run's human review and LLM-judge audit."""
+    from selfinstruct.audit import judge_labels
+    from selfinstruct.quality import (
+        PAPER_SAMPLE,
+        PAPER_TABLE2,
+        QUESTION_TEXT,
+        REVIEW_FILE,
+        agreement,
+        quality_table,
+        read_review,
+    )
+
+    esc = html.escape
+    state = read_review(gen / REVIEW_FILE)
+    ids = {t.id for t in tasks}
+    sample = [i for i in (state.sample.task_ids if state.sample else []) if i in ids]
+    human = quality_table(state.answers, sample) if sample else None
+    judge, verdicts = judge_labels(gen)
+    judged = quality_table(verdicts, [i for i in verdicts if i in ids]) if verdicts else None
+    agree = agreement(state.answers, verdicts) if state.answers and verdicts else None
+    head = ["question", f"paper (GPT-3, {PAPER_SAMPLE} tasks)"]
+    if human:
+        head.append(f"human review ({human.labelled} of {len(sample)} labelled)")
+    if judged:
+        head.append(f"judge: {judge} ({judged.labelled} tasks)")
+    if agree:
+        head.append("agreement (Cohen's kappa)")
+    rows = []
+    for key in (*QUESTION_TEXT, "all"):
+        cells = [QUESTION_TEXT.get(key, "All fields are valid"), f"{PAPER_TABLE2[key]:.0%}"]
+        if human:
+            cells.append(human.rows[key].text())
+        if judged:
+            cells.append(judged.rows[key].text())
+        if agree:
+            a = agree[key]
+            kappa = "n/a" if a.kappa is None else f"{a.kappa:.2f}"
+            cells.append("-" if a.agree is None else f"{a.agree:.0%} (kappa {kappa}, n={a.n})")
+        rows.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+    if human or judged:
+        note = (
+            "Share answered yes, with a 95% Wilson interval and the number of tasks answered. "
+            "The paper judged one instance per task; here a task is judged with all its "
+            'instances, so "correct output" asks more of a task with several.'
+        )
+        if state.dropped or state.edits:
+            note += (
+                f" The reviewer dropped {len(state.dropped & ids)} tasks and corrected "
+                f"{len(state.edited_tasks() & ids)}; export and finetune apply both."
+            )
+    else:
+        note = (
+            "No labels yet: <code>selfinstruct review RUN</code> answers the paper's three "
+            "questions by hand, <code>selfinstruct audit RUN --judge-backend ...</code> asks an "
+            "LLM judge."
+        )
+    header = "".join(f"<th>{esc(h)}</th>" for h in head)
+    return (
+        '<section id="quality"><h2>Table 2: data quality</h2>'
+        f"<p>{note}</p><table><tr>{header}</tr>{''.join(rows)}</table></section>"
+    )
 
 
 def _img(name: str, data: bytes) -> str:
@@ -248,6 +305,7 @@ img {{ max-width: 100%; }} .kpi {{ display: flex; gap: 2em; }} .kpi div {{ font-
 A stage that breaks shows here first: no classification tasks, no inputs, empty outputs.</p>
 <table><tr><th>statistic</th><th>this run</th><th>paper (GPT-3)</th></tr>{stats_rows}</table>
 <p>Instances dropped from tasks that were kept: {drop_text}.</p></section>
+<!--quality-->
 {
         section(
             "funnel",

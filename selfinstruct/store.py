@@ -22,14 +22,17 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from selfinstruct.atomic import write_json_atomic
 from selfinstruct.errors import RunLockedError, SelfInstructError
 from selfinstruct.records import Rejected, Task, dump_line
+
+T = TypeVar("T")
 
 try:
     import fcntl
@@ -107,6 +110,73 @@ def _prefix_size(path: Path, lines: int) -> int:
     """Bytes taken by the first `lines` lines of `path`."""
     with path.open("rb") as fh:
         return sum(len(fh.readline()) for _ in range(lines))
+
+
+class EventLog:
+    """An append-only JSONL file (review answers, audit verdicts): each record is on disk
+    before `append` returns, and a line torn by a crash at the end is cut off on open."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _, good = _read_jsonl_prefix(path)
+        if _size(path) > good:
+            self._truncate_tail(path, good)
+        self._fh = path.open("ab")
+
+    @staticmethod
+    def _truncate_tail(path: Path, good: int) -> None:
+        data = path.read_bytes()
+        if b"\n" in data[good:].rstrip(b"\n"):
+            # An unreadable line with whole lines after it is not a torn write: keep it all,
+            # and let the reader name the line.
+            return
+        with path.open("r+b") as fh:
+            fh.truncate(good)
+
+    def append(self, record: BaseModel) -> None:
+        self._fh.write(record.model_dump_json().encode("utf-8") + b"\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def read(path: Path, parse: Callable[[Any], T], what: str) -> list[T]:
+        """Every record; a torn last line is skipped, any other bad line is an error."""
+        if not path.exists():
+            return []
+        lines = path.read_bytes().split(b"\n")
+        out: list[T] = []
+        for number, raw in enumerate(lines, 1):
+            if not raw.strip():
+                continue
+            try:
+                out.append(parse(json.loads(raw)))
+            except (ValueError, ValidationError) as exc:
+                if number == len(lines):  # no newline after it: torn by a crash mid-write
+                    break
+                first = str(exc).splitlines()[0]
+                raise SelfInstructError(
+                    f"{path}:{number}: not {what} ({first}); fix or remove that line"
+                ) from None
+        return out
+
+
+def generate_dir(run: Path) -> Path:
+    """The folder holding a run's tasks.jsonl: the run itself, or a job's generate/ stage."""
+    if (run / "tasks.jsonl").exists():
+        return run
+    if (run / "generate" / "tasks.jsonl").exists():
+        return run / "generate"
+    raise SelfInstructError(f"{run}: no tasks.jsonl here or in generate/; give a run directory")
 
 
 class RunStore:

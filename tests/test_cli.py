@@ -25,6 +25,8 @@ COMMANDS = {
     "eval": configs.EvalConfig,
     "run": configs.RunConfig,
     "report": configs.ReportConfig,
+    "review": configs.ReviewConfig,
+    "audit": configs.AuditConfig,
 }
 
 

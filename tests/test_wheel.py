@@ -33,6 +33,8 @@ def test_the_wheel_installs_and_runs_anywhere(tmp_path: Path) -> None:
         "selfinstruct/data/prompts/is_classification.chat.txt",
         "selfinstruct/data/seed_tasks/seed_tasks.jsonl",
         "selfinstruct/data/eval_tasks.jsonl",
+        "selfinstruct/data/prompts/audit.txt",
+        "selfinstruct/data/review/page.html",
     } <= names
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", venv], tmp_path, env)

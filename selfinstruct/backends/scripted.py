@@ -133,6 +133,8 @@ def canned_reply(text: str) -> str:
     """A well-formed reply for any stage of the loop; a pure function of the prompt, so a
     resumed dry run gets exactly the replies an uninterrupted one would."""
     tail = text[-600:]
+    if "valid_task: yes or no" in tail:
+        return _canned_verdict(text)
     if "Is it classification?" in tail:
         task = tail.rsplit("Task:", 1)[-1]
         return " Yes" if re.search(r"\b(Classify|positive or negative)\b", task) else " No"
@@ -155,6 +157,15 @@ def canned_reply(text: str) -> str:
         " "
         + "".join(f"{line}\n{start + i + 1}. " for i, line in enumerate(lines)).rsplit("\n", 1)[0]
     )
+
+
+def _canned_verdict(text: str) -> str:
+    """An audit judge's reply: a task is valid unless its instruction is a few words; one in
+    three outputs is judged wrong (by a hash of the prompt, so resumes agree)."""
+    instruction = text.split("Instruction:", 1)[-1].split("\n", 1)[0]
+    valid = "yes" if len(instruction.split()) >= 4 else "no"
+    output = "no" if _key(text) % 3 == 0 else "yes"
+    return f"valid_task: {valid}\ninput_ok: yes\noutput_ok: {output}"
 
 
 def _next_number(text: str) -> int:

@@ -13,6 +13,7 @@ from selfinstruct.config.base import (
 )
 from selfinstruct.config.commands import (
     PAPER_KEYWORDS,
+    AuditConfig,
     EvalConfig,
     ExportConfig,
     ExportFormat,
@@ -23,6 +24,7 @@ from selfinstruct.config.commands import (
     InstructionSampling,
     Options,
     ReportConfig,
+    ReviewConfig,
     RuleConfig,
     RunConfig,
     SamplingParams,
@@ -36,6 +38,7 @@ __all__ = [
     "PROMPTS_DIR",
     "SEED_TASKS",
     "STAGES",
+    "AuditConfig",
     "EvalConfig",
     "ExportConfig",
     "ExportFormat",
@@ -47,6 +50,7 @@ __all__ = [
     "JobFile",
     "Options",
     "ReportConfig",
+    "ReviewConfig",
     "RuleConfig",
     "RunConfig",
     "SamplingParams",

@@ -469,6 +469,49 @@ class ReportConfig(Options):
     seeds: Path | None = option(None, "seed tasks (default: the run's)")
 
 
+class ReviewConfig(Options):
+    """`selfinstruct review`: a local page to judge a sample of tasks by hand (paper, Table 2)."""
+
+    run: Path = option(help="a generate run directory (or a job's)", positional=True)
+    size: int = option(200, "tasks in the seeded random sample (paper: 200; 0: all)", ge=0)
+    seed: int = option(0, "sample seed (the audit samples the same tasks)")
+    port: int = option(0, "port on 127.0.0.1 (0: any free port)", ge=0, le=65535)
+    browser: bool = option(True, "open the page in a browser", flag="--browser/--no-browser")
+
+
+class AuditConfig(Options):
+    """`selfinstruct audit`: the review's three questions asked of an LLM judge."""
+
+    run: Path = option(help="a generate run directory (or a job's)", positional=True)
+    judge_backend: Literal["openai", "local", "vllm", "scripted"] = option(
+        help="the judge's backend"
+    )
+    judge_model: str | None = option(None, "the judge's model id or path")
+    judge_base_url: list[str] = option(
+        default_factory=list, help="the judge's OpenAI-compatible servers"
+    )
+    api_key_env: str = option(
+        "OPENAI_API_KEY", "environment variable holding the key; the key is never written"
+    )
+    concurrency: int = option(16, "openai: requests in flight at most", ge=1)
+    size: int = option(200, "tasks judged: the review's seeded sample (0: every task)", ge=0)
+    seed: int = option(0, "sample seed (the same as the review's)")
+    max_tokens: int = option(200, "tokens per verdict at most", ge=1)
+    drop_invalid: bool = option(
+        False,
+        "judge every task and write those the judge found valid in every field to --output "
+        "(the dropped ones to RUN/audit_rejected.jsonl)",
+    )
+    output: Path | None = option(
+        None, "the filtered task file of --drop-invalid (default: RUN/tasks.audited.jsonl)"
+    )
+    prices: dict[str, tuple[float, float]] = option(
+        default_factory=dict,
+        help="model -> (USD per 1M prompt tokens, per 1M completion tokens) for the cost estimate",
+        cli=False,
+    )
+
+
 class RunConfig(Options):
     """`selfinstruct run`: a whole job file."""
 
