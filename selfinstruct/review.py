@@ -12,7 +12,9 @@ the document as text, never as HTML.
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import sys
 import threading
 import webbrowser
 from collections.abc import Callable
@@ -266,6 +268,13 @@ class ReviewServer:
         self.close()
 
 
+def _has_display() -> bool:
+    # Without a display, webbrowser falls back to a text browser that would take the terminal.
+    return sys.platform in {"darwin", "win32"} or bool(
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
+
+
 def run_review(cfg: ReviewConfig, announce: Callable[[str], None] = print) -> None:
     """Serve the page until Ctrl-C."""
     server = ReviewServer(cfg)
@@ -275,7 +284,7 @@ def run_review(cfg: ReviewConfig, announce: Callable[[str], None] = print) -> No
         f"({stats['reviewed']} done) at {server.url}  (Ctrl-C to stop; answers are saved as "
         "they are made)"
     )
-    if cfg.browser:
+    if cfg.browser and _has_display():
         threading.Timer(0.3, webbrowser.open, args=(server.url,)).start()
     try:
         server.serve()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -202,3 +203,29 @@ def test_review_in_a_real_browser_by_keyboard(run: Path, browser: object) -> Non
         driver.get(server.url)
         wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
         assert text("#where") == "Task 3 of 13"
+
+
+def test_the_command_serves_until_interrupted(run: Path) -> None:
+    import re
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "selfinstruct.cli", "review", str(run), "--size", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "DISPLAY": "", "COLUMNS": "300"},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        assert url, line
+        with urllib.request.urlopen(url.group(0), timeout=10) as response:
+            assert b"selfinstruct review" in response.read()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0, proc.stderr.read() if proc.stderr else ""
