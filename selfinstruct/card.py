@@ -16,7 +16,7 @@ import yaml
 
 from selfinstruct import __version__
 from selfinstruct.config import ExportConfig
-from selfinstruct.records import Task
+from selfinstruct.records import Task, read_tasks
 from selfinstruct.stats import table1, table1_markdown
 
 # Written into every card, so a later export knows it may replace the file.
@@ -146,6 +146,7 @@ def render_card(
         "## Statistics (the paper's Table 1)",
         "",
         table1_markdown(table1(tasks), "these tasks"),
+        *_quality_lines(cfg.source),
         "",
         "## Export",
         "",
@@ -157,6 +158,30 @@ def render_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _quality_lines(source: Path) -> list[str]:
+    """The run's Table 2 (review and audit), when someone has labelled its tasks."""
+    from selfinstruct.quality import QUALITY_NOTE, quality_figures
+
+    if not (source.is_dir() and (source / "tasks.jsonl").exists()):
+        return []
+    ids = {t.id for t in read_tasks(source / "tasks.jsonl")}
+    figures = quality_figures(source, ids)
+    if not figures.labelled:
+        return []
+    cell = lambda text: text.replace("|", "\\|")  # noqa: E731 - one escape, used twice
+    lines = ["", "## Quality (the paper's Table 2)", "", QUALITY_NOTE, ""]
+    lines.append("| " + " | ".join(cell(h) for h in figures.header) + " |")
+    lines.append("|" + "---|" * len(figures.header))
+    lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in figures.rows]
+    if figures.dropped or figures.edited:
+        lines += [
+            "",
+            f"The reviewer dropped {figures.dropped} tasks (left out here) and corrected "
+            f"{figures.edited} (written here as corrected).",
+        ]
+    return lines
 
 
 def _by_count(item: tuple[str, int]) -> tuple[int, str]:

@@ -172,54 +172,16 @@ def build_report(
 
 def quality_section(gen: Path, tasks: list[Task]) -> str:
     """The paper's Table 2 beside this run's human review and LLM-judge audit."""
-    from selfinstruct.audit import judge_labels
-    from selfinstruct.quality import (
-        PAPER_SAMPLE,
-        PAPER_TABLE2,
-        QUESTION_TEXT,
-        REVIEW_FILE,
-        agreement,
-        quality_table,
-        read_review,
-    )
+    from selfinstruct.quality import QUALITY_NOTE, quality_figures
 
     esc = html.escape
-    state = read_review(gen / REVIEW_FILE)
-    ids = {t.id for t in tasks}
-    sample = [i for i in (state.sample.task_ids if state.sample else []) if i in ids]
-    human = quality_table(state.answers, sample) if sample else None
-    judge, verdicts = judge_labels(gen)
-    judged = quality_table(verdicts, [i for i in verdicts if i in ids]) if verdicts else None
-    agree = agreement(state.answers, verdicts) if state.answers and verdicts else None
-    head = ["question", f"paper (GPT-3, {PAPER_SAMPLE} tasks)"]
-    if human:
-        head.append(f"human review ({human.labelled} of {len(sample)} labelled)")
-    if judged:
-        head.append(f"judge: {judge} ({judged.labelled} tasks)")
-    if agree:
-        head.append("agreement (Cohen's kappa)")
-    rows = []
-    for key in (*QUESTION_TEXT, "all"):
-        cells = [QUESTION_TEXT.get(key, "All fields are valid"), f"{PAPER_TABLE2[key]:.0%}"]
-        if human:
-            cells.append(human.rows[key].text())
-        if judged:
-            cells.append(judged.rows[key].text())
-        if agree:
-            a = agree[key]
-            kappa = "n/a" if a.kappa is None else f"{a.kappa:.2f}"
-            cells.append("-" if a.agree is None else f"{a.agree:.0%} (kappa {kappa}, n={a.n})")
-        rows.append("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
-    if human or judged:
-        note = (
-            "Share answered yes, with a 95% Wilson interval and the number of tasks answered. "
-            "The paper judged one instance per task; here a task is judged with all its "
-            'instances, so "correct output" asks more of a task with several.'
-        )
-        if state.dropped or state.edits:
+    figures = quality_figures(gen, {t.id for t in tasks})
+    if figures.labelled:
+        note = esc(QUALITY_NOTE)
+        if figures.dropped or figures.edited:
             note += (
-                f" The reviewer dropped {len(state.dropped & ids)} tasks and corrected "
-                f"{len(state.edited_tasks() & ids)}; export and finetune apply both."
+                f" The reviewer dropped {figures.dropped} tasks and corrected {figures.edited}; "
+                "export and finetune apply both."
             )
     else:
         note = (
@@ -227,10 +189,13 @@ def quality_section(gen: Path, tasks: list[Task]) -> str:
             "questions by hand, <code>selfinstruct audit RUN --judge-backend ...</code> asks an "
             "LLM judge."
         )
-    header = "".join(f"<th>{esc(h)}</th>" for h in head)
+    header = "".join(f"<th>{esc(h)}</th>" for h in figures.header)
+    rows = "".join(
+        "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>" for cells in figures.rows
+    )
     return (
         '<section id="quality"><h2>Table 2: data quality</h2>'
-        f"<p>{note}</p><table><tr>{header}</tr>{''.join(rows)}</table></section>"
+        f"<p>{note}</p><table><tr>{header}</tr>{rows}</table></section>"
     )
 
 

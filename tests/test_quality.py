@@ -242,9 +242,15 @@ def test_export_applies_the_reviewers_edits_and_drops(run: Path, tmp_path: Path)
     log.append(EditEvent(task_id=edited.id, instance=0, input="an edited input", output="FIXED"))
     log.append(DropEvent(task_id=dropped.id))
     log.close()
+    log = EventLog(work / "review.jsonl")
+    log.append(AnswerEvent(task_id=edited.id, question="valid_task", value="yes"))
+    log.close()
     out = tmp_path / "data.jsonl"
-    summary = export(ExportConfig(source=work, output=out, format="alpaca", card=False))
+    summary = export(ExportConfig(source=work, output=out, format="alpaca"))
     assert summary.review_dropped == 1 and summary.review_edited == 1
+    card = (tmp_path / "README.md").read_text()
+    assert "## Quality (the paper's Table 2)" in card and "| 100% [" in card
+    assert "The reviewer dropped 1 tasks (left out here) and corrected 1" in card
     rows = json.loads(out.read_text())
     assert not any(r["instruction"] == dropped.instruction for r in rows)
     mine = [r for r in rows if r["instruction"] == edited.instruction]
