@@ -1,6 +1,7 @@
 """Stretch benchmark: filter a 1,000,000-row corpus full of near-duplicates, then audit it.
 
 Usage: .venv/bin/python bench/million_bench.py [--rows 1000000] [--audit 300]
+       [--keep-corpus FILE.jsonl.gz] [--corpus FILE.jsonl.gz]
 
 The corpus is built here, deterministically: words are drawn with the frequencies they have in
 the T0 prompts; a third of the rows are fresh sentences of 6-30 words, the rest are copies of an
@@ -98,15 +99,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--audit", type=int, default=300)
+    parser.add_argument("--corpus", type=Path, help="reuse this corpus instead of building one")
+    parser.add_argument("--keep-corpus", type=Path, help="also write the built corpus here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        corpus = Path(tmp) / "corpus.jsonl.gz"
-        start = time.perf_counter()
-        build_corpus(corpus, args.rows)
-        print(
-            f"built {args.rows:,} rows in {time.perf_counter() - start:.0f} s "
-            f"({corpus.stat().st_size / 2**20:.0f} MiB gzipped)"
-        )
+        corpus = args.corpus or args.keep_corpus or Path(tmp) / "corpus.jsonl.gz"
+        if args.corpus is None:
+            start = time.perf_counter()
+            build_corpus(corpus, args.rows)
+            print(
+                f"built {args.rows:,} rows in {time.perf_counter() - start:.0f} s "
+                f"({corpus.stat().st_size / 2**20:.0f} MiB gzipped)"
+            )
         out = Path(tmp) / "out"
         exe = Path(sys.executable).with_name("selfinstruct")
         start = time.perf_counter()

@@ -184,3 +184,95 @@ def test_unicode_tokenizer_dedups_what_the_reference_cannot() -> None:
     uni = RougeLIndex(0.7, tokenizer="unicode")
     uni.add(a)
     assert not uni.is_novel(b)
+
+
+@st.composite
+def near_duplicate_long_texts(draw: st.DrawFn) -> list[str]:
+    """Long texts (30-60 tokens, so most have wide signatures) made from a few bases by a few
+    random edits: the pruning for long texts meets many close calls, ties included."""
+    words = st.sampled_from(["a", "b", "c", "d", "e", "f", "g", "h"])
+    bases = draw(st.lists(st.lists(words, min_size=30, max_size=60), min_size=1, max_size=3))
+    texts = []
+    for _ in range(draw(st.integers(2, 12))):
+        text = list(draw(st.sampled_from(bases)))
+        for _ in range(draw(st.integers(0, 12))):
+            at = draw(st.integers(0, len(text) - 1))
+            text[at : at + 1] = draw(st.sampled_from([[], [draw(words)], [text[at], draw(words)]]))
+        texts.append(" ".join(text))
+    return texts
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(near_duplicate_long_texts(), st.one_of(st.just(0.7), TIE_THRESHOLDS))
+def test_long_text_decisions_equal_reference(texts: list[str], threshold: float) -> None:
+    expected = reference_filter(texts, threshold)
+    assert index_filter(texts, threshold, mode="one") == expected
+    assert index_filter(texts, threshold, mode="many") == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            st.lists(st.sampled_from("abcdefghij"), max_size=30),
+            st.lists(st.sampled_from("abcdefghij"), min_size=40, max_size=90),  # wide signatures
+        ).map(" ".join),
+        max_size=8,
+    )
+)
+def test_signature_bounds_never_undercut_the_overlap(texts: list[str]) -> None:
+    from collections import Counter
+
+    import numpy as np
+
+    from selfinstruct import similarity
+
+    index = RougeLIndex()
+    encs = index._encode_many(texts)
+    for a in encs:
+        for b in encs:
+            overlap = sum((Counter(a.seq) & Counter(b.seq)).values())
+            m, n = np.array([a.length]), np.array([b.length])
+            kinds = [(a.narrow, b.narrow)]
+            if a.wide is not None and b.wide is not None:
+                kinds.append((a.wide, b.wide))
+            for ours, theirs in kinds:
+                bound = similarity._signature_bound(m, n, ours[None], theirs[None])[0]
+                assert overlap <= bound <= min(a.length, b.length)
+
+
+def test_signature_counts_without_numpy_bitwise_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from selfinstruct import similarity
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.integers(0, 2**63, size=(50, 16)).astype(np.uint64) for _ in range(2))
+    expected = [
+        sum(bin(int(x) & ~int(y)).count("1") for x, y in zip(row_a, row_b, strict=True))
+        for row_a, row_b in zip(a, b, strict=True)
+    ]
+    assert similarity._only_in_first(a, b).tolist() == expected
+    monkeypatch.delattr(np, "bitwise_count", raising=False)  # numpy < 2.0 has none
+    assert similarity._only_in_first(a, b).tolist() == expected
+
+
+@pytest.mark.parametrize("worth", [0.0, 2.0])
+def test_decisions_do_not_depend_on_the_cascade(
+    monkeypatch: pytest.MonkeyPatch, worth: float
+) -> None:
+    from selfinstruct import similarity
+
+    texts = t0_instructions(1500)
+    expected = index_filter(texts, 0.7, prune=False, mode="many")
+    monkeypatch.setattr(similarity, "_CASCADE_WORTH", worth)  # 0: always first; 2: never
+    assert index_filter(texts, 0.7, mode="many") == expected
+
+
+def test_huge_token_frequencies_keep_the_decisions() -> None:
+    # Order keys too large to pack with the row number take the slower sort; same decisions.
+    texts = _real_instructions()
+    tokens = sorted({tok for text in texts for tok in rouge_tokenize(text)})
+    huge = {tok: 2**36 + i for i, tok in enumerate(tokens)}
+    expected = index_filter(texts, 0.7, prune=False)
+    assert index_filter(texts, 0.7, token_frequencies=huge) == expected
