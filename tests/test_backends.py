@@ -153,6 +153,40 @@ def test_batched_backend_answers_everything_waiting_in_one_call() -> None:
     backend.close()
 
 
+def test_a_cancelled_queued_request_is_skipped_and_the_worker_survives() -> None:
+    import threading
+    import time
+
+    from selfinstruct.backends.base import BatchedBackend, Completion
+
+    release = threading.Event()
+    seen: list[str] = []
+
+    class Slow(BatchedBackend):
+        name, model, chat = "slow", "m", False
+
+        def _generate_batch(self, prompts, params):  # type: ignore[no-untyped-def]
+            seen.extend(prompts)
+            release.wait(5)
+            return [Completion(text=f"{p}!") for p in prompts]
+
+    backend = Slow()
+    params = SamplingParams()
+    first = backend.submit("0", "a", params)  # blocks the worker
+    time.sleep(0.2)
+    dropped = backend.submit("1", "b", params)
+    kept = backend.submit("2", "c", params)
+    assert dropped.cancel()  # still queued, so a caller that stops may cancel it
+    assert not first.cancel()  # running: no longer cancellable
+    release.set()
+    assert first.result(5).text == "a!" and kept.result(5).text == "c!"
+    assert seen == ["a", "c"]  # the cancelled prompt never reached the model
+    assert backend.stats().in_flight == 0
+    later = backend.submit("3", "d", params)  # the worker is alive
+    assert later.result(5).text == "d!"
+    backend.close()
+
+
 def test_vllm_is_fed_every_ready_request_in_one_call(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

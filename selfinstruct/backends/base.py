@@ -146,6 +146,16 @@ class BatchedBackend:
 
     def _answer(self, batch: list[tuple[Prompt, SamplingParams, Future[Completion]]]) -> None:
         stats = self._stats
+        # A caller may cancel a queued request (a stopping loop does); running it would waste a
+        # batch slot, and a cancelled future refuses a result. Once running, it cannot be
+        # cancelled any more, so every future left here takes its result.
+        live = [b for b in batch if b[2].set_running_or_notify_cancel()]
+        if len(live) < len(batch):
+            with self._start_lock:
+                stats.in_flight -= len(batch) - len(live)
+        batch = live
+        if not batch:
+            return
         stats.batches += 1
         stats.batched_requests += len(batch)
         stats.largest_batch = max(stats.largest_batch, len(batch))
