@@ -24,7 +24,7 @@ setup: $(STAMP)
 
 # Generate tasks with the bundled model on this machine (no key, no GPU), then show a few.
 demo: $(STAMP)
-	$(BIN)/selfinstruct generate --run-dir outputs/demo --target 20 --window 4 \
+	$(BIN)/selfinstruct generate --run-dir outputs/demo --target 20 \
 		--instruction-max-tokens 200 --instance-max-tokens 120
 	$(BIN)/selfinstruct report outputs/demo
 	head -n 3 outputs/demo/tasks.jsonl

@@ -46,7 +46,13 @@ def _serve(slots: int, latency: str, seed: int, out: Any, stop: Any) -> None:
     gate = threading.Semaphore(slots)
     lock = threading.Lock()
     rng = random.Random(seed)
-    record: dict[str, Any] = {"busy": 0.0, "first": None, "last": None, "sent": Counter()}
+    record: dict[str, Any] = {
+        "busy": 0.0,
+        "first": None,
+        "last": None,
+        "sent": Counter(),
+        "spans": [],
+    }
 
     def brain(body: dict[str, Any], n: int) -> list[Any]:
         text = prompt_text(body)
@@ -65,6 +71,7 @@ def _serve(slots: int, latency: str, seed: int, out: Any, stop: Any) -> None:
             with lock:
                 record["busy"] += end - start
                 record["last"] = end
+                record["spans"].append((start, end))
         return [("ok", reply)]
 
     server = FakeOpenAI(brain)
@@ -74,6 +81,8 @@ def _serve(slots: int, latency: str, seed: int, out: Any, stop: Any) -> None:
     sent = record["sent"]
     out.put(
         {
+            "cpu": time.process_time(),  # the server process's CPU seconds
+            "by_tenth": _by_tenth(record["spans"], slots),
             "busy": record["busy"],
             "window": (record["last"] or 0) - (record["first"] or 0),
             "requests": sum(sent.values()),
@@ -83,6 +92,20 @@ def _serve(slots: int, latency: str, seed: int, out: Any, stop: Any) -> None:
         }
     )
     server.server.shutdown()
+
+
+def _by_tenth(spans: list[tuple[float, float]], slots: int) -> list[float]:
+    """Slot utilisation in each tenth of the server's window: where the idle time is."""
+    if not spans:
+        return []
+    first, last = min(s for s, _ in spans), max(e for _, e in spans)
+    width = (last - first) / 10 or 1.0
+    busy = [0.0] * 10
+    for start, end in spans:
+        for k in range(10):
+            low, high = first + k * width, first + (k + 1) * width
+            busy[k] += max(0.0, min(end, high) - max(start, low))
+    return [round(b / (slots * width), 2) for b in busy]
 
 
 def run_case(
@@ -125,27 +148,50 @@ def run_case(
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     started = time.perf_counter()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    with tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        stderr = err.read()
     wall = time.perf_counter() - started
     stop.set()
     server = out.get()
     proc.join(10)
     manifest = json.loads((run_dir / "run" / "manifest.json").read_text())
     util = server["busy"] / (slots * server["window"]) if server["window"] else 0.0
+    requests = max(1, server["requests"])
+    client_cpu = usage.ru_utime + usage.ru_stime
+    # What the machine can drive: every request costs client and server CPU, and there are
+    # os.cpu_count() cores; but the client is one Python process whose loop and HTTP client
+    # share one GIL, so it alone can use about one core. What the slots need is
+    # slots / mean service time.
+    ceiling = min(
+        (os.cpu_count() or 1) / ((client_cpu + server["cpu"]) / requests),
+        requests / client_cpu if client_cpu else math.inf,
+    )
+    needed = slots / (server["busy"] / requests) if server["busy"] else 0.0
     result = {
         "case": name,
-        "exit": done.returncode,
+        "exit": child.returncode,
         "accepted": manifest["counts"]["accepted"],
         "requests": server["requests"],
         "wall_s": round(wall, 1),
         "server_window_s": round(server["window"], 1),
         "utilisation": round(util, 3),
+        "utilisation_by_tenth": server["by_tenth"],
+        # Without the ramp-up and the drain (the first and last tenth of the window).
+        "utilisation_middle_80pct": round(sum(server["by_tenth"][1:9]) / 8, 3),
         "busy_s": round(server["busy"], 1),
         "most_sends_of_one_prompt": server["most_sends"],
         "prompts_sent_3_or_more_times": server["sent_3_or_more"],
+        "client_cpu_ms_per_request": round(1000 * client_cpu / requests, 2),
+        "server_cpu_ms_per_request": round(1000 * server["cpu"] / requests, 2),
+        "cpu_ceiling_req_per_s": round(ceiling),
+        "slots_need_req_per_s": round(needed),
     }
-    if done.returncode != 0:
-        result["stderr"] = done.stderr[-500:]
+    if child.returncode != 0:
+        result["stderr"] = stderr[-500:]
     return result
 
 
@@ -160,10 +206,10 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
     cases = [
-        ("32 slots, fixed 0.5 s", 32, "fixed", 300, 32, 16, []),
-        ("32 slots, length-proportional", 32, "length", 300, 32, 16, []),
-        ("128 slots, fixed 0.5 s", 128, "fixed", 1200, 128, 64, []),
-        ("128 slots, length-proportional", 128, "length", 1200, 128, 64, []),
+        ("32 slots, fixed 0.5 s", 32, "fixed", 300, 32, 32, []),
+        ("32 slots, length-proportional", 32, "length", 300, 32, 32, []),
+        ("128 slots, fixed 0.5 s", 128, "fixed", 1200, 128, 128, []),
+        ("128 slots, length-proportional", 128, "length", 1200, 128, 128, []),
         ("1 slot, 16 in flight, 8 s timeout", 1, "length", 40, 16, 4, ["--timeout", "8"]),
     ]
     for name, slots, latency, target, concurrency, window, extra in cases:

@@ -22,6 +22,8 @@ nothing is lost, nothing is asked twice, and the files come out equal to an unin
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import json
 import queue
 import random
@@ -170,6 +172,11 @@ class Generator:
         self.instance_drops = Counter[str]()
         self.streak = 0  # committed prompts in a row that accepted nothing
         self.in_flight: dict[Future[Completion], _Request] = {}
+        # Requests not yet handed to a backend that takes a limited number at a time, oldest
+        # prompt first: the backend would serve them in arrival order, which lets the newest
+        # prompts' requests delay the oldest prompt's commit, and with it the window.
+        self.held: list[tuple[int, int, _Request]] = []
+        self._held_order = itertools.count()
         self._arrived: queue.SimpleQueue[Future[Completion]] = queue.SimpleQueue()
         self.ready: deque[tuple[_Request, Completion]] = deque()
         self.sent = 0  # requests sent to the backend in this process
@@ -187,7 +194,7 @@ class Generator:
 
     def _budget_left(self) -> bool:
         cfg, store = self.cfg, self.store
-        asked = len(store.journal) + len(self.in_flight)  # in flight: not journaled yet
+        asked = len(store.journal) + len(self.in_flight) + len(self.held)  # not journaled yet
         if cfg.max_requests is not None and asked >= cfg.max_requests:
             return False
         tokens = store.prompt_tokens + store.completion_tokens
@@ -220,10 +227,22 @@ class Generator:
             # BUDGET once what is in flight is back. A resumed run asks it.
             self.budget_hit = True
             return
-        future = self.backend.submit(request.id, request.prompt, request.params)
-        self.in_flight[future] = request
-        future.add_done_callback(self._arrived.put)
-        self.sent += 1
+        heapq.heappush(self.held, (request.slot, next(self._held_order), request))
+
+    def _release_held(self) -> None:
+        """Hand held requests to the backend, oldest prompt first, while it has room.
+
+        A backend with an adaptive limit gets a few more than its limit, so a slot that frees
+        never waits for this thread; a batching backend gets everything (it wants full batches).
+        """
+        limit = self.backend.stats().limit if self.held else None
+        room = len(self.held) if limit is None else limit + max(2, limit // 4)
+        while self.held and len(self.in_flight) < room:
+            request = heapq.heappop(self.held)[2]
+            future = self.backend.submit(request.id, request.prompt, request.params)
+            self.in_flight[future] = request
+            future.add_done_callback(self._arrived.put)
+            self.sent += 1
 
     def _receive(self, future: Future[Completion]) -> None:
         request = self.in_flight.pop(future)
@@ -556,6 +575,7 @@ class Generator:
                     self._advance()
                     if self.status is not None:
                         break
+                    self._release_held()
                     if not self.in_flight:
                         if self.budget_hit:
                             self.status = BUDGET
@@ -612,6 +632,7 @@ class Generator:
 
     def _drain(self) -> None:
         """On the way out, keep what is already answered (it was paid for), drop the rest."""
+        self.held.clear()  # never asked: a resumed run asks them
         if not self.in_flight:
             return
         done, _ = wait(self.in_flight, timeout=2.0)

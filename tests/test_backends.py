@@ -210,3 +210,16 @@ def test_vllm_is_fed_every_ready_request_in_one_call(
     # The engine saw requests of every stage together, far more than one stage's prompts.
     assert summary.backend.batches == len(fake.calls) and max(fake.calls) > cfg.window
     assert summary.backend.batched_requests == sum(fake.calls) == summary.requests
+
+
+@pytest.mark.parametrize(
+    ("device", "native", "expected"),
+    [("cpu", True, "bfloat16"), ("cpu", False, "float32"), ("cuda", False, "bfloat16")],
+)
+def test_local_dtype_follows_what_the_hardware_computes_natively(
+    monkeypatch: pytest.MonkeyPatch, device: str, native: bool, expected: str
+) -> None:
+    from selfinstruct.backends import local
+
+    monkeypatch.setattr(local, "native_bf16", lambda: native)
+    assert local._auto_dtype(device) == expected

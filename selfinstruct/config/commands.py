@@ -295,8 +295,8 @@ class GenerateConfig(Options):
     )
     dtype: Literal["auto", "float32", "bfloat16"] = option(
         "auto",
-        "local: weights and math (default: bf16 on a GPU and on CPUs with native bf16, at batches "
-        "above 1; fp32 elsewhere)",
+        "local: weights and math (default: bf16 on a GPU and on CPUs with native bf16; fp32 "
+        "elsewhere)",
     )
     tensor_parallel_size: int = option(1, "vllm: GPUs per model replica", ge=1)
     data_parallel_size: int = option(1, "vllm: model replicas", ge=1)
