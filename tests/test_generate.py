@@ -203,3 +203,56 @@ def test_token_and_cost_budgets(tmp_path: Path) -> None:
     assert summary.cost_usd >= 5.0
     usage = json.loads((tmp_path / "cost" / "run" / "usage.json").read_text())
     assert usage["estimated_cost_usd"] == summary.cost_usd and usage["requests"] > 0
+
+
+def test_a_limited_backend_gets_requests_oldest_prompt_first_and_a_few_at_a_time(
+    tmp_path: Path,
+) -> None:
+    import itertools
+    import threading
+    import time
+    from concurrent.futures import Future
+
+    from selfinstruct.backends.base import BackendStats
+
+    class Limited(ScriptedBackend):
+        """Answers from a worker thread, a little later, and says its limit is 2."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.outstanding, self.most = 0, 0
+            self.order: list[int] = []
+            self.lock = threading.Lock()
+
+        def submit(self, request_id, prompt, params):  # type: ignore[no-untyped-def]
+            future: Future = Future()
+            with self.lock:
+                self.outstanding += 1
+                self.most = max(self.most, self.outstanding)
+            self.order.append(int(request_id.split(":")[0]))
+            reply = self.generate([prompt], params)[0]
+
+            def answer() -> None:
+                time.sleep(0.002)
+                with self.lock:
+                    self.outstanding -= 1
+                future.set_result(reply)
+
+            threading.Thread(target=answer).start()
+            return future
+
+        def stats(self) -> BackendStats:
+            return BackendStats(limit=2, in_flight=self.outstanding)
+
+    limited = Limited()
+    summary = run_generate(config(tmp_path / "a", target_tasks=20, window=4), limited)
+    free = run_generate(config(tmp_path / "b", target_tasks=20, window=4), ScriptedBackend())
+    assert summary.accepted == free.accepted
+    assert read(tmp_path / "a" / "run" / "tasks.jsonl") == read(
+        tmp_path / "b" / "run" / "tasks.jsonl"
+    )
+    assert limited.most <= 2 + 2  # its limit, and a few more so that a freed slot never waits
+    # Oldest first: once a later prompt's request went out, an earlier prompt's rarely follows
+    # (only requests created after it, by an answer that arrived meanwhile).
+    inversions = sum(1 for a, b in itertools.pairwise(limited.order) if b < a)
+    assert inversions < len(limited.order) // 4
