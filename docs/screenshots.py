@@ -38,7 +38,10 @@ def main() -> None:
         report = (args.run / "report" / "report.html").resolve()
         driver.get(report.as_uri())
         driver.save_screenshot(str(IMAGES / "report.png"))
-        driver.find_element(By.ID, "quality").screenshot(str(IMAGES / "quality.png"))
+        quality = driver.find_element(By.ID, "quality")
+        # An element is captured only as far as it is in view: bring it to the top first.
+        driver.execute_script("arguments[0].scrollIntoView(true);", quality)
+        quality.screenshot(str(IMAGES / "quality.png"))
         with ReviewServer(ReviewConfig(run=args.run, browser=False)).start() as server:
             driver.get(server.url + "#1")
             WebDriverWait(driver, 10).until(

@@ -178,8 +178,8 @@ def _quality_lines(source: Path) -> list[str]:
     if figures.dropped or figures.edited:
         lines += [
             "",
-            f"The reviewer dropped {figures.dropped} tasks (left out here) and corrected "
-            f"{figures.edited} (written here as corrected).",
+            f"The reviewer dropped {figures.dropped} task{'' if figures.dropped == 1 else 's'} "
+            f"(left out here) and corrected {figures.edited} (written here as corrected).",
         ]
     return lines
 

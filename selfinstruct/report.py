@@ -180,7 +180,8 @@ def quality_section(gen: Path, tasks: list[Task]) -> str:
         note = esc(QUALITY_NOTE)
         if figures.dropped or figures.edited:
             note += (
-                f" The reviewer dropped {figures.dropped} tasks and corrected {figures.edited}; "
+                f" The reviewer dropped {figures.dropped} "
+                f"task{'' if figures.dropped == 1 else 's'} and corrected {figures.edited}; "
                 "export and finetune apply both."
             )
     else:

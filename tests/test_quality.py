@@ -250,7 +250,7 @@ def test_export_applies_the_reviewers_edits_and_drops(run: Path, tmp_path: Path)
     assert summary.review_dropped == 1 and summary.review_edited == 1
     card = (tmp_path / "README.md").read_text()
     assert "## Quality (the paper's Table 2)" in card and "| 100% [" in card
-    assert "The reviewer dropped 1 tasks (left out here) and corrected 1" in card
+    assert "The reviewer dropped 1 task (left out here) and corrected 1" in card
     rows = json.loads(out.read_text())
     assert not any(r["instruction"] == dropped.instruction for r in rows)
     mine = [r for r in rows if r["instruction"] == edited.instruction]
@@ -281,4 +281,4 @@ def test_report_shows_the_quality_table(run: Path, tmp_path: Path) -> None:
     page = Path(build_report(work).html_path).read_text()
     section = page[page.index('<section id="quality">') :].split("</section>")[0]
     assert "human review (4 of " in section and "judge: scripted/scripted (10 tasks)" in section
-    assert "75% [" in section and "Cohen" in section and "dropped 1 tasks" in section
+    assert "75% [" in section and "Cohen" in section and "dropped 1 task and" in section
