@@ -123,7 +123,8 @@ def export(options: dict[str, Any], config: Path | None) -> None:
     )
     if summary.review_dropped or summary.review_edited:
         out.print(
-            f"review applied: {summary.review_dropped} tasks dropped, "
+            f"review applied: {summary.review_dropped} "
+            f"task{'' if summary.review_dropped == 1 else 's'} dropped, "
             f"{summary.review_edited} corrected",
             highlight=False,
         )
