@@ -206,10 +206,10 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
     cases = [
-        ("32 slots, fixed 0.5 s", 32, "fixed", 300, 32, 32, []),
-        ("32 slots, length-proportional", 32, "length", 300, 32, 32, []),
-        ("128 slots, fixed 0.5 s", 128, "fixed", 1200, 128, 128, []),
-        ("128 slots, length-proportional", 128, "length", 1200, 128, 128, []),
+        ("32 slots, fixed 0.5 s", 32, "fixed", 300, 32, 64, []),
+        ("32 slots, length-proportional", 32, "length", 300, 32, 64, []),
+        ("128 slots, fixed 0.5 s", 128, "fixed", 1200, 128, 256, []),
+        ("128 slots, length-proportional", 128, "length", 1200, 128, 256, []),
         ("1 slot, 16 in flight, 8 s timeout", 1, "length", 40, 16, 4, ["--timeout", "8"]),
     ]
     for name, slots, latency, target, concurrency, window, extra in cases:

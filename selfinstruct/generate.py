@@ -172,10 +172,10 @@ class Generator:
         self.instance_drops = Counter[str]()
         self.streak = 0  # committed prompts in a row that accepted nothing
         self.in_flight: dict[Future[Completion], _Request] = {}
-        # Requests not yet handed to a backend that takes a limited number at a time, oldest
-        # prompt first: the backend would serve them in arrival order, which lets the newest
-        # prompts' requests delay the oldest prompt's commit, and with it the window.
-        self.held: list[tuple[int, int, _Request]] = []
+        # Requests not yet handed to a backend that takes a limited number at a time, in the
+        # order of `_priority`: the backend would serve them in arrival order, which lets the
+        # newest prompts' requests delay the oldest prompt's commit, and with it the window.
+        self.held: list[tuple[tuple[int, int], int, _Request]] = []
         self._held_order = itertools.count()
         self._arrived: queue.SimpleQueue[Future[Completion]] = queue.SimpleQueue()
         self.ready: deque[tuple[_Request, Completion]] = deque()
@@ -227,10 +227,16 @@ class Generator:
             # BUDGET once what is in flight is back. A resumed run asks it.
             self.budget_hit = True
             return
-        heapq.heappush(self.held, (request.slot, next(self._held_order), request))
+        heapq.heappush(self.held, (self._priority(request), next(self._held_order), request))
+
+    @staticmethod
+    def _priority(request: _Request) -> tuple[int, int]:
+        """Instruction prompts first (each unlocks a dozen requests; the window bounds how far
+        ahead they run), then the oldest prompt's requests, which the next commit waits for."""
+        return (request.stage != "instructions", request.slot)
 
     def _release_held(self) -> None:
-        """Hand held requests to the backend, oldest prompt first, while it has room.
+        """Hand held requests to the backend, by `_priority`, while it has room.
 
         A backend with an adaptive limit gets a few more than its limit, so a slot that frees
         never waits for this thread; a batching backend gets everything (it wants full batches).
@@ -282,12 +288,25 @@ class Generator:
         # Prompt k shows machine tasks committed up to prompt k - window: wait for them.
         if k - cfg.window >= self.next_commit:
             return False
-        return len(self.accepted) + self._expected_in_flight() < cfg.target_tasks
+        # One prompt's worth of tasks more than the estimate: a shortfall found at the end
+        # would otherwise be made up by a prompt issued then, whose three requests in a row
+        # keep the run going while every other slot is idle.
+        margin = self._recent_yield()
+        return len(self.accepted) + self._expected_in_flight() < cfg.target_tasks + margin
+
+    def _recent_yield(self) -> float:
+        """Tasks per prompt over the last `window` committed prompts. The yield falls as the
+        pool fills (more near-duplicates), so the run's average would overestimate it."""
+        done = len(self.pool_after)
+        if done == 0:
+            return 3.0
+        span = min(done, self.cfg.window)
+        before = self.pool_after[done - span - 1] if done > span else 0
+        return (self.pool_after[-1] - before) / span
 
     def _expected_in_flight(self) -> float:
         """Tasks the uncommitted prompts will likely still give (to stop issuing in time)."""
-        committed = max(1, self.next_commit)
-        per_prompt = len(self.accepted) / committed if self.next_commit else 3.0
+        per_prompt = self._recent_yield()
         decided = [c for s in self.slots.values() for c in s.candidates if c.decided]
         rate = sum(c.task is not None for c in decided) / len(decided) if decided else 0.5
         expected = 0.0

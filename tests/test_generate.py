@@ -205,7 +205,7 @@ def test_token_and_cost_budgets(tmp_path: Path) -> None:
     assert usage["estimated_cost_usd"] == summary.cost_usd and usage["requests"] > 0
 
 
-def test_a_limited_backend_gets_requests_oldest_prompt_first_and_a_few_at_a_time(
+def test_a_limited_backend_gets_requests_in_priority_order_and_a_few_at_a_time(
     tmp_path: Path,
 ) -> None:
     import itertools
@@ -229,7 +229,8 @@ def test_a_limited_backend_gets_requests_oldest_prompt_first_and_a_few_at_a_time
             with self.lock:
                 self.outstanding += 1
                 self.most = max(self.most, self.outstanding)
-            self.order.append(int(request_id.split(":")[0]))
+            if not request_id.endswith(":instructions"):  # those go first, by design
+                self.order.append(int(request_id.split(":")[0]))
             reply = self.generate([prompt], params)[0]
 
             def answer() -> None:
@@ -252,7 +253,8 @@ def test_a_limited_backend_gets_requests_oldest_prompt_first_and_a_few_at_a_time
         tmp_path / "b" / "run" / "tasks.jsonl"
     )
     assert limited.most <= 2 + 2  # its limit, and a few more so that a freed slot never waits
-    # Oldest first: once a later prompt's request went out, an earlier prompt's rarely follows
+    # Then oldest prompt first: once a later prompt's classification or instance request
+    # went out, an earlier prompt's rarely follows
     # (only requests created after it, by an answer that arrived meanwhile).
     inversions = sum(1 for a, b in itertools.pairwise(limited.order) if b < a)
     assert inversions < len(limited.order) // 4
