@@ -30,6 +30,7 @@ from selfinstruct.backends.base import (
     SamplingParams,
     Usage,
 )
+from selfinstruct.backends.openai_compat import request_body
 
 DONE = {"completed"}
 LOST = {"failed", "expired", "cancelled"}  # unanswered requests are sent again
@@ -225,27 +226,7 @@ class OpenAIBatchBackend:
         return "/v1/chat/completions" if self.chat else "/v1/completions"
 
     def _body(self, prompt: Prompt, params: SamplingParams) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "model": self.model,
-            "max_tokens": params.max_tokens,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "presence_penalty": params.presence_penalty,
-            "frequency_penalty": params.frequency_penalty,
-        }
-        if params.stop:
-            body["stop"] = list(params.stop)[:4]
-        if params.seed is not None:
-            body["seed"] = params.seed
-        if self.chat:
-            body["messages"] = (
-                prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-            )
-        else:
-            body["prompt"] = (
-                prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
-            )
-        return body
+        return request_body(self.model, self.chat, prompt, params)
 
     @staticmethod
     def _completion(row: dict[str, Any]) -> Completion:

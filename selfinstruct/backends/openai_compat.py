@@ -52,6 +52,31 @@ FINAL = {400, 413, 422}  # the request itself is wrong: asking again gives the s
 CONGESTED = {429, 503}
 
 
+def request_body(model: str, chat: bool, prompt: Prompt, params: SamplingParams) -> dict[str, Any]:
+    """The JSON body of a chat or completions request, for the client and for the Batch API."""
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": params.max_tokens,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "presence_penalty": params.presence_penalty,
+        "frequency_penalty": params.frequency_penalty,
+    }
+    if params.stop:
+        body["stop"] = list(params.stop)[:4]  # the API accepts at most four
+    if params.seed is not None:
+        body["seed"] = params.seed
+    if chat:
+        body["messages"] = (
+            prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        )
+    else:
+        body["prompt"] = (
+            prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
+        )
+    return body
+
+
 class AdaptiveLimit:
     """A semaphore whose size shrinks on congestion and grows back on success (AIMD)."""
 
@@ -295,28 +320,13 @@ class OpenAIBackend:
             )
 
     async def _request(self, client: Any, prompt: Prompt, params: SamplingParams) -> Completion:
-        common: dict[str, Any] = {
-            "model": self.model,
-            "max_tokens": params.max_tokens,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "presence_penalty": params.presence_penalty,
-            "frequency_penalty": params.frequency_penalty,
-        }
-        if params.stop:
-            common["stop"] = list(params.stop)[:4]  # the API accepts at most four
-        if params.seed is not None:
-            common["seed"] = params.seed
+        body = request_body(self.model, self.chat, prompt, params)
         if self.chat:
-            messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-            response = await client.chat.completions.create(messages=messages, **common)
+            response = await client.chat.completions.create(**body)
             choice = response.choices[0]
             text = choice.message.content or ""
         else:
-            text_prompt = (
-                prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
-            )
-            response = await client.completions.create(prompt=text_prompt, **common)
+            response = await client.completions.create(**body)
             choice = response.choices[0]
             text = choice.text or ""
         usage = Usage()
