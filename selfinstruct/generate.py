@@ -291,8 +291,9 @@ class Generator:
         # One prompt's worth of tasks more than the estimate: a shortfall found at the end
         # would otherwise be made up by a prompt issued then, whose three requests in a row
         # keep the run going while every other slot is idle.
-        margin = self._recent_yield()
-        return len(self.accepted) + self._expected_in_flight() < cfg.target_tasks + margin
+        per_prompt = self._recent_yield()
+        expected = len(self.accepted) + self._expected_in_flight(per_prompt)
+        return expected < cfg.target_tasks + per_prompt
 
     def _recent_yield(self) -> float:
         """Tasks per prompt over the last `window` committed prompts. The yield falls as the
@@ -304,9 +305,9 @@ class Generator:
         before = self.pool_after[done - span - 1] if done > span else 0
         return (self.pool_after[-1] - before) / span
 
-    def _expected_in_flight(self) -> float:
-        """Tasks the uncommitted prompts will likely still give (to stop issuing in time)."""
-        per_prompt = self._recent_yield()
+    def _expected_in_flight(self, per_prompt: float) -> float:
+        """Tasks the uncommitted prompts will likely still give (to stop issuing in time),
+        `per_prompt` for each prompt whose list is not filtered yet."""
         decided = [c for s in self.slots.values() for c in s.candidates if c.decided]
         rate = sum(c.task is not None for c in decided) / len(decided) if decided else 0.5
         expected = 0.0

@@ -184,14 +184,14 @@ def _by_bound(pair: tuple[float, int]) -> tuple[float, int]:
     return -pair[0], pair[1]
 
 
-def _min_overlap(t: float, length: int) -> int:
-    # Any pair scoring above t shares at least ceil(t·m/(2-t)) token occurrences.
-    return max(1, math.ceil(t * length / (2.0 - t)))
+def _prefix_lengths(t: float, lengths: np.ndarray) -> np.ndarray:
+    """How many of its first elements (global order) each text must index or probe at t.
 
-
-def _min_overlaps(t: float, lengths: np.ndarray) -> np.ndarray:
-    """`_min_overlap` for an array of lengths, with the same float operations."""
-    return np.maximum(1, np.ceil(t * lengths / (2.0 - t)).astype(np.int64))
+    Any pair scoring above t shares at least ceil(t·m/(2-t)) token occurrences, so a text of m
+    tokens that shares any must share one among its first m - that + 1.
+    """
+    need = np.maximum(1, np.ceil(t * lengths / (2.0 - t)).astype(np.int64))
+    return np.maximum(0, lengths - need + 1)
 
 
 def _rarest_first(row: np.ndarray, ids: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -329,7 +329,7 @@ class RougeLIndex:
         lengths = [len(seq) for seq in seqs]
         ids = symbol_ids(seqs)
         counts = np.asarray(lengths, dtype=np.int64)
-        limits = [max(0, m - _min_overlap(self._t, m) + 1) if m else 0 for m in lengths]
+        limits = _prefix_lengths(self._t, counts).tolist()
         row = np.repeat(np.arange(len(lengths)), counts)
         ids = _rarest_first(row, ids, self.encoder.order_keys[ids])
         positions = np.arange(len(ids))
@@ -368,7 +368,7 @@ class RougeLIndex:
         form a suffix, so the counts `_bounded` builds for earlier-met entries stay valid.
         """
         lengths = np.fromiter((e.length for e in encs), np.int64, len(encs))
-        counts = np.maximum(0, lengths - _min_overlaps(bar, lengths) + 1)
+        counts = _prefix_lengths(bar, lengths)
         total = int(counts.sum())
         if total == 0 or not self._postings:
             return _NO_ELEMENTS, _NO_ELEMENTS, []
