@@ -117,7 +117,10 @@ def field_specs(model: type[BaseModel], prefix: str = "", path: tuple[str, ...] 
                 path=(*path, name),
                 param="_".join((*path, name)),
                 flags=flags,
-                annotation=list[item] if is_list else kind,
+                # typer takes no list of Literal; the choices are checked by pydantic.
+                annotation=list[str if typing.get_origin(item) is Literal else item]
+                if is_list
+                else kind,
                 help=help_text,
                 metavar=None if kind is bool else _metavar(item),
                 positional=bool(extra.get("positional")),

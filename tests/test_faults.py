@@ -64,7 +64,7 @@ def test_auth_and_missing_model_stop_the_run_at_once(
         )
         with pytest.raises(BackendError) as err:
             run_generate(cfg)
-        assert len(server.bodies) <= cfg.window  # no retries
+        assert len(server.bodies) <= cfg.default_window()  # no retries
     assert str(status) in str(err.value) and CANARY not in str(err.value)
 
 

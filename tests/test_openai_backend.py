@@ -145,3 +145,105 @@ def test_generate_loop_over_http(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert summary.prompt_tokens > 0 and summary.completion_tokens > 0
     for path in (tmp_path / "run").iterdir():
         assert "sk-canary" not in path.read_text(errors="replace")
+
+
+def test_vllm_servers_are_not_sent_a_seed_unless_asked() -> None:
+    seeded = SamplingParams(max_tokens=20, seed=7, presence_penalty=1.0)
+    with FakeOpenAI(owned_by="vllm") as vllm, FakeOpenAI(owned_by="system") as other:
+        OpenAIBackend("m", [vllm.url, other.url], chat=False).generate(["a"] * 6, seeded)
+        assert vllm.model_lists == 1 and other.model_lists == 1  # asked once, before use
+        assert vllm.bodies and all("seed" not in b for b in vllm.bodies)
+        assert other.bodies and all(b["seed"] == 7 for b in other.bodies)
+    with FakeOpenAI(owned_by="vllm") as vllm:  # --no-omit-param: everything is sent
+        OpenAIBackend("m", [vllm.url], chat=False, omit_params=[]).generate(["a"], seeded)
+        assert vllm.bodies[0]["seed"] == 7
+    with FakeOpenAI(owned_by="vllm") as vllm:  # --omit-param replaces the default
+        client = OpenAIBackend("m", [vllm.url], chat=False, omit_params=["presence_penalty"])
+        client.generate(["a"], seeded)
+        assert vllm.bodies[0]["seed"] == 7 and "presence_penalty" not in vllm.bodies[0]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ("Unsupported parameter: 'presence_penalty' is not supported with this model.", {}),
+        (
+            "The model does not take this value.",
+            {"param": "temperature", "code": "unsupported_value"},
+        ),
+    ],
+)
+def test_a_refused_parameter_stops_the_run_and_names_the_switch(error) -> None:
+    text, extra = error
+    with (
+        FakeOpenAI(lambda body, n: [("status", 400, {}, text, extra)]) as server,
+        pytest.raises(BackendError, match="--omit-param") as err,
+    ):
+        backend(server).generate(["a", "b"], PARAMS)
+    assert ("presence_penalty" if not extra else "temperature") in str(err.value)
+    assert server.url.rsplit("/", 1)[0] in str(err.value)
+
+
+def test_a_plain_bad_request_is_dropped_not_fatal() -> None:
+    # A 400 that names no parameter (a prompt too long for the context) fails one request.
+    def brain(body, n):
+        return [("status", 400, {}, "maximum context length is 2048")] if n == 1 else [("ok", "x")]
+
+    with FakeOpenAI(brain) as server:
+        done = backend(server).generate(["a"], PARAMS)
+        assert done[0].finish_reason == "error" and "context length" in (done[0].error or "")
+
+
+def test_a_dead_server_is_taken_out_and_the_others_carry_the_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fine = lambda body, n: [("ok", "fine")]  # noqa: E731
+    with FakeOpenAI(fine, delay=0.02) as one, FakeOpenAI(delay=0.02) as two:
+
+        def kill_two_after_five(body, n):
+            if n == 5:
+                two.kill()
+            return [("ok", "fine")]
+
+        two.brain = kill_two_after_five
+        client = OpenAIBackend("m", [one.url, two.url], chat=False, backoff_base=0.01)
+        with caplog.at_level("WARNING", logger="selfinstruct"):
+            done = client.generate([f"p{k}" for k in range(60)], PARAMS)
+        assert [c.text for c in done] == ["fine"] * 60
+        # Every prompt was answered once: what the dead server answered was not asked again.
+        assert one.answered_ok + two.answered_ok == 60 and two.answered_ok < 20
+        assert client.stats().down == [two.url]
+        assert any(two.url in r.getMessage() and "down" in r.getMessage() for r in caplog.records)
+        client.close()
+
+
+def test_a_server_that_answered_500_then_vanished_is_reported_as_failed() -> None:
+    said = "EngineCore encountered an issue. See stack trace (above) for the root cause."
+
+    with FakeOpenAI() as server:
+
+        def brain(body, n):
+            if n == 3:
+                server.kill()
+            return [("status", 500, {}, said)]
+
+        server.brain = brain
+        client = backend(server, connect_grace=1.0, backoff_base=0.05, max_retries=100)
+        with pytest.raises(BackendError, match="the server failed") as err:
+            client.generate(["a"], PARAMS)
+        assert "HTTP 500: EngineCore encountered an issue" in str(err.value)
+        client.close()
+
+
+def test_every_server_dead_mid_run_is_exit_3_naming_each() -> None:
+    with FakeOpenAI() as one, FakeOpenAI() as two:
+        client = OpenAIBackend(
+            "m", [one.url, two.url], chat=False, outage_wait=1.0, backoff_base=0.05
+        )
+        assert len(client.generate(["a", "b"], PARAMS)) == 2
+        one.kill()
+        two.kill()
+        with pytest.raises(BackendError, match="has not answered since") as err:
+            client.generate(["c"], PARAMS)
+        assert one.url in str(err.value) and two.url in str(err.value)
+        client.close()

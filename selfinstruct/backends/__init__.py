@@ -23,12 +23,14 @@ def open_backend(
     timeout: float = 120.0,
     max_retries: int = 6,
     outage_wait: float = 300.0,
+    omit_params: Sequence[str] | None = None,
     run_dir: Path | None = None,
     batch_poll: float = 30.0,
     batch_flush: float = 2.0,
     device: str | None = None,
     local_batch: int = 32,
     dtype: Literal["auto", "float32", "bfloat16"] = "auto",
+    vllm_memory: float | None = None,
     tensor_parallel_size: int = 1,
     data_parallel_size: int = 1,
 ) -> Backend:
@@ -55,6 +57,7 @@ def open_backend(
             timeout=timeout,
             max_retries=max_retries,
             outage_wait=outage_wait,
+            omit_params=omit_params,
         )
     if kind == "openai-batch":
         from selfinstruct.backends.openai_batch import OpenAIBatchBackend
@@ -74,13 +77,13 @@ def open_backend(
     if kind == "vllm":
         from selfinstruct.backends.vllm_offline import VLLMBackend
 
-        if not model:
-            raise BackendError("the vllm backend needs --model (a Hugging Face id or path)")
         return VLLMBackend(
             model,
             chat=bool(chat),
             tensor_parallel_size=tensor_parallel_size,
             data_parallel_size=data_parallel_size,
+            memory=vllm_memory,
+            dtype=dtype,
         )
     raise BackendError(f"unknown backend {kind!r}")
 
@@ -97,12 +100,14 @@ def make_backend(cfg: GenerateConfig) -> Backend:
         timeout=cfg.timeout,
         max_retries=cfg.max_retries,
         outage_wait=cfg.outage_wait,
+        omit_params=cfg.omit_params,
         run_dir=cfg.run_dir,
         batch_poll=cfg.batch_poll,
         batch_flush=cfg.batch_flush,
         device=cfg.device,
         local_batch=cfg.local_batch,
         dtype=cfg.dtype,
+        vllm_memory=cfg.vllm_memory,
         tensor_parallel_size=cfg.tensor_parallel_size,
         data_parallel_size=cfg.data_parallel_size,
     )

