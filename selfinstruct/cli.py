@@ -65,9 +65,13 @@ def main_options(
 
 
 def _fail(exc: SelfInstructError) -> typer.Exit:
+    from rich.markup import escape
+
     from selfinstruct.display import err
 
-    err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    # Messages hold user text and package names with brackets ('selfinstruct[vllm]'), which
+    # rich would read as markup and drop.
+    err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
     return typer.Exit(exc.exit_code)
 
 
@@ -137,13 +141,14 @@ def export(options: dict[str, Any], config: Path | None) -> None:
 def finetune(options: dict[str, Any], config: Path | None) -> None:
     """LoRA-fine-tune a model on generated tasks (TRL + PEFT); rerun to resume."""
     from selfinstruct.display import print_finetune_summary
-    from selfinstruct.finetune import run_finetune
+    from selfinstruct.finetune import first_process, run_finetune
 
     try:
         summary = run_finetune(build_config(FinetuneConfig, config, options))
     except SelfInstructError as exc:
         raise _fail(exc) from None
-    print_finetune_summary(summary)
+    if first_process():  # under a launcher, one summary, not one per process
+        print_finetune_summary(summary)
 
 
 def eval_command(options: dict[str, Any], config: Path | None) -> None:
@@ -162,6 +167,8 @@ def run_command(options: dict[str, Any], quiet: bool) -> None:
     """Run a whole job file (generate -> filter -> export -> finetune -> eval); rerun resumes."""
     import logging
     import signal
+
+    from rich.markup import escape
 
     from selfinstruct.display import out
     from selfinstruct.job import JobRunner, JsonFormatter
@@ -190,7 +197,7 @@ def run_command(options: dict[str, Any], quiet: bool) -> None:
     except SelfInstructError as exc:
         raise _fail(exc) from None
     if not quiet:
-        out.print(f"{result.status}: {result.message}", highlight=False)
+        out.print(f"{result.status}: {escape(result.message)}", highlight=False)
     raise typer.Exit(result.exit_code)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 out = Console()
@@ -119,7 +120,9 @@ def print_generate_summary(summary: Any) -> None:
         table.add_row(f"instances dropped: {reason}", f"{count:,}")
     out.print(table)
     out.print(table1(summary.table1))
-    out.print(f"{summary.status}: {summary.message} ({summary.seconds:.1f} s)", highlight=False)
+    out.print(
+        f"{summary.status}: {escape(summary.message)} ({summary.seconds:.1f} s)", highlight=False
+    )
 
 
 def table1(stats: Any) -> Table:
@@ -169,7 +172,7 @@ def print_filter_summary(summary: Any) -> None:
         highlight=False,
     )
     for warning in summary.warnings:
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
 
 
 def print_finetune_summary(summary: Any) -> None:
@@ -181,6 +184,13 @@ def print_finetune_summary(summary: Any) -> None:
         "examples (train / validation)", f"{summary.train_examples} / {summary.validation_examples}"
     )
     table.add_row("steps", str(summary.steps))
+    if summary.world_size > 1:
+        shares = " + ".join(str(n) for n in summary.first_epoch_examples_per_rank)
+        table.add_row(
+            "processes (data parallel)",
+            f"{summary.world_size}; first epoch read {shares}, "
+            f"{summary.first_epoch_examples_on_several_ranks} by several",
+        )
     if first and last:
         table.add_row(
             "train loss (first -> last log)", f"{first[0]['loss']:.3f} -> {last[0]['loss']:.3f}"

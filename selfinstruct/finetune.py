@@ -4,7 +4,15 @@ Rows are conversational prompt/completion pairs, so TRL applies the model's chat
 puts the loss on the response tokens only (the instruction-tuning loss the seeds describe). The
 output directory holds the trainer's checkpoints (the same command resumes from the last one),
 `adapter/` (LoRA weights and tokenizer, safetensors), `merged/` with `--merge`, and
-`training_summary.json`. Multi-GPU runs go through `accelerate launch` or `torchrun` (README).
+`training_summary.json`.
+
+Several processes train as data parallel when a launcher starts them as one job: `torchrun
+--nproc_per_node N`, or `accelerate launch --multi_gpu --num_processes N` (on a CPU too: the
+processes then talk over gloo). Each reads its own share of every batch, rank 0 alone writes the
+adapter, the merged model and the summary, and the summary says how many processes trained and
+what each one read. A launch that starts several processes that would not train together (each
+alone, into one folder), or one process where several were asked for (`accelerate launch --cpu
+--num_processes N` without mpirun), is refused before anything is loaded.
 
 Speed, chosen per machine (`speed_settings`, each choice written into the summary):
 - padding-free batches (the examples of a batch in one row, no padding) where the attention
@@ -19,6 +27,8 @@ Speed, chosen per machine (`speed_settings`, each choice written into the summar
 
 from __future__ import annotations
 
+import hashlib
+import os
 import resource
 import time
 from typing import Any
@@ -47,6 +57,11 @@ class TrainingSummary(BaseModel):
     wall_seconds: float
     seconds_to_first_step: float | None  # from the command's start, model loading included
     device: str
+    world_size: int  # processes that trained together (data parallel)
+    # Distinct training examples each process read in its first epoch, and how many of them
+    # more than one process read (0: each read its own share).
+    first_epoch_examples_per_rank: list[int]
+    first_epoch_examples_on_several_ranks: int
     resumed_from: str | None
     settings: dict[str, Any]  # what speed_settings chose on this machine
     config: dict[str, Any]
@@ -72,6 +87,97 @@ def _checkpointing(trl: Any, enabled: bool) -> dict[str, bool]:
         else ("gradient_checkpointing")
     )
     return {name: enabled}
+
+
+# Who started this process, and how many of them: torch.distributed launchers (torchrun,
+# accelerate) set WORLD_SIZE; MPI launchers their own (accelerate joins those up itself);
+# srun sets SLURM_STEP_NUM_TASKS, which nothing joins up.
+_MPI_SIZE = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE")
+_LAUNCHED_SIZE = ("WORLD_SIZE", *_MPI_SIZE, "SLURM_STEP_NUM_TASKS")
+
+
+def launched_processes() -> int:
+    """How many processes the launcher that started this one says there are (1 without)."""
+    for name in _LAUNCHED_SIZE:
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value)
+    return 1
+
+
+def first_process() -> bool:
+    """Is this the first (or only) process of a launch?"""
+    for name in ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"):
+        value = os.environ.get(name, "")
+        if value.isdigit():
+            return int(value) == 0
+    return True
+
+
+def check_launch() -> None:
+    """Refuse a launch whose processes would not train together; before anything loads."""
+    joined = "WORLD_SIZE" in os.environ or any(name in os.environ for name in _MPI_SIZE)
+    if launched_processes() > 1 and not joined:
+        check_world(launched_processes(), 1, "the same output folder")
+    if (
+        os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true"
+        and "MASTER_ADDR" in os.environ
+        and launched_processes() == 1
+    ):
+        # accelerate launch --cpu --num_processes N: without mpirun it starts one process.
+        raise SelfInstructError(
+            "accelerate launch --cpu starts one process however many --num_processes asks for "
+            "(more need mpirun), so this would train alone. For data parallel on a CPU use "
+            "`accelerate launch --multi_gpu --num_processes N` (the processes talk over gloo) "
+            "or `torchrun --nproc_per_node N`; for one process, drop --num_processes"
+        )
+
+
+def check_world(launched: int, world_size: int, output_dir: object) -> None:
+    if launched > 1 and world_size != launched:
+        raise SelfInstructError(
+            f"{launched} processes were started, but they do not train together (world size "
+            f"{world_size}): each would train alone and write {output_dir} at the same time. "
+            "Start them with torchrun --nproc_per_node N or accelerate launch --multi_gpu "
+            "--num_processes N"
+        )
+
+
+class _ShareRecorder:
+    """Wraps the trainer's collator to note which training examples this process read in its
+    first epoch, to show in the summary that each process read its own share."""
+
+    def __init__(self, collator: Any, train_ids: list[list[int]]) -> None:
+        self.collator = collator
+        self.train = {_example_key(ids) for ids in train_ids}
+        self.seen: set[str] = set()
+        self.active = True
+
+    def __call__(self, features: list[dict[str, Any]]) -> Any:
+        if self.active:
+            for feature in features:
+                key = _example_key(feature.get("input_ids", []))
+                if key in self.train:
+                    self.seen.add(key)
+        return self.collator(features)
+
+
+def _example_key(ids: Any) -> str:
+    return hashlib.sha1(repr(list(ids)).encode()).hexdigest()[:16]
+
+
+def _shares(torch: Any, recorder: _ShareRecorder) -> tuple[list[int], int]:
+    """Examples read per process in the first epoch, and those read by more than one."""
+    dist = torch.distributed
+    sets = [recorder.seen]
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        sets = [set()] * dist.get_world_size()
+        dist.all_gather_object(sets, recorder.seen)  # every process takes part
+    counts: dict[str, int] = {}
+    for seen in sets:
+        for key in seen:
+            counts[key] = counts.get(key, 0) + 1
+    return [len(s) for s in sets], sum(1 for c in counts.values() if c > 1)
 
 
 def _installed(module: str) -> bool:
@@ -152,8 +258,20 @@ def _first_step_clock(transformers: Any, started: float) -> tuple[Any, dict[str,
     return FirstStep(), seen
 
 
+def _first_epoch_only(transformers: Any, recorder: _ShareRecorder) -> Any:
+    class FirstEpoch(transformers.TrainerCallback):
+        def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            recorder.active = False
+
+        def on_evaluate(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            recorder.active = recorder.active and state.epoch < 1
+
+    return FirstEpoch()
+
+
 def run_finetune(cfg: FinetuneConfig) -> TrainingSummary:
     command_started = time.perf_counter()
+    check_launch()
     torch, transformers, peft, trl, datasets = training_imports()
     device = _device(cfg, torch)
     on_gpu = device.startswith("cuda")
@@ -211,7 +329,10 @@ def run_finetune(cfg: FinetuneConfig) -> TrainingSummary:
         # Tokens that are not padding: the throughput a user gets, whatever the batching.
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
+        # Every LoRA weight takes part in every step: looking for unused ones costs a graph walk.
+        ddp_find_unused_parameters=False,
     )
+    check_world(launched_processes(), args.world_size, cfg.output_dir)
     clock, first_step = _first_step_clock(transformers, command_started)
     trainer = trl.SFTTrainer(
         model=model,
@@ -223,6 +344,9 @@ def run_finetune(cfg: FinetuneConfig) -> TrainingSummary:
         data_collator=_padding_free_collator(tokenizer) if settings["padding_free"] else None,
         callbacks=[clock],
     )
+    recorder = _ShareRecorder(trainer.data_collator, trainer.train_dataset["input_ids"])
+    trainer.data_collator = recorder
+    trainer.add_callback(_first_epoch_only(transformers, recorder))
     last = (
         transformers.trainer_utils.get_last_checkpoint(str(cfg.output_dir))
         if cfg.output_dir.exists()
@@ -233,10 +357,13 @@ def run_finetune(cfg: FinetuneConfig) -> TrainingSummary:
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=last)
     wall = time.perf_counter() - started
+    per_rank, shared = _shares(torch, recorder)
     adapter_dir = cfg.output_dir / "adapter"
-    trainer.save_model(str(adapter_dir))
-    tokenizer.save_pretrained(str(adapter_dir))
-    if cfg.merge:
+    trainer.save_model(str(adapter_dir))  # every process calls it; the trainer lets one write
+    first = trainer.is_world_process_zero()
+    if first:
+        tokenizer.save_pretrained(str(adapter_dir))
+    if cfg.merge and first:
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(str(cfg.output_dir / "merged"))
         tokenizer.save_pretrained(str(cfg.output_dir / "merged"))
@@ -264,9 +391,13 @@ def run_finetune(cfg: FinetuneConfig) -> TrainingSummary:
         wall_seconds=round(wall, 2),
         seconds_to_first_step=(round(first_step["first"], 2) if "first" in first_step else None),
         device=device,
+        world_size=args.world_size,
+        first_epoch_examples_per_rank=per_rank,
+        first_epoch_examples_on_several_ranks=shared,
         resumed_from=last,
         settings=settings,
         config=cfg.model_dump(mode="json"),
     )
-    write_json_atomic(cfg.output_dir / "training_summary.json", summary.model_dump(mode="json"))
+    if first:
+        write_json_atomic(cfg.output_dir / "training_summary.json", summary.model_dump(mode="json"))
     return summary

