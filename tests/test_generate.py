@@ -130,6 +130,27 @@ def test_budget_stops_and_resume_continues(tmp_path: Path) -> None:
     assert summary.status == "done" and summary.accepted >= 40
 
 
+def test_a_moved_run_resumes_and_the_default_window_is_kept(tmp_path: Path) -> None:
+    # Configured as an openai run (its default window is 2 x concurrency), served by the
+    # scripted backend.
+    first = config(
+        tmp_path, target_tasks=40, max_requests=7, window=None, backend="openai", model="m",
+        concurrency=6,
+    )  # fmt: skip
+    assert run_generate(first, ScriptedBackend()).status == "budget"
+    moved = tmp_path / "elsewhere"
+    (tmp_path / "run").rename(moved)
+    # A moved folder, and a concurrency that would give another default window: the run keeps
+    # the window it began with (it decides which tasks each prompt shows).
+    again = first.model_copy(update={"run_dir": moved, "max_requests": None, "concurrency": 64})
+    assert run_generate(again, ScriptedBackend()).status == "done"
+    manifest = json.loads((moved / "manifest.json").read_text())
+    assert manifest["resume_key"]["window"] == first.default_window() == 12
+    assert again.default_window() == 128
+    with pytest.raises(SelfInstructError, match=r"different settings.*window"):
+        run_generate(again.model_copy(update={"window": 3}), ScriptedBackend())
+
+
 def test_failed_requests_are_asked_again_or_dropped_with_a_reason(tmp_path: Path) -> None:
     failures = {"transient": 3, "final": 1}
 
@@ -224,7 +245,7 @@ def test_a_limited_backend_gets_requests_in_priority_order_and_a_few_at_a_time(
             self.order: list[int] = []
             self.lock = threading.Lock()
 
-        def submit(self, request_id, prompt, params):  # type: ignore[no-untyped-def]
+        def submit(self, request_id, prompt, params, priority=()):  # type: ignore[no-untyped-def]
             future: Future = Future()
             with self.lock:
                 self.outstanding += 1

@@ -189,7 +189,7 @@ def test_audit_interrupted_then_resumed_asks_each_task_once(run: Path, tmp_path:
             super().__init__()
             self.left = n
 
-        def submit(self, request_id, prompt, params):  # type: ignore[no-untyped-def]
+        def submit(self, request_id, prompt, params, priority=()):  # type: ignore[no-untyped-def]
             if self.left == 0:
                 future: Future[Completion] = Future()
                 future.set_exception(BackendError("the judge went away"))

@@ -60,7 +60,13 @@ class VLLMServer:
     own); the KV cache is given a size, since the CPU engine refuses the default 92% of RAM."""
 
     def __init__(
-        self, python: Path, model: str, log: Path, cores: str | None = None, name: str = "smollm2"
+        self,
+        python: Path,
+        model: str,
+        log: Path,
+        cores: str | None = None,
+        name: str = "smollm2",
+        extra: tuple[str, ...] = (),
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
@@ -88,6 +94,7 @@ class VLLMServer:
             "127.0.0.1",
             "--port",
             str(self.port),
+            *extra,
         ]
         self._log_file = log.open("wb")
         # A session of its own: killing the group takes the engine's processes too.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -29,6 +30,7 @@ def open_backend(
     batch_flush: float = 2.0,
     device: str | None = None,
     local_batch: int = 32,
+    local_engine: Literal["auto", "transformers", "vllm"] = "auto",
     dtype: Literal["auto", "float32", "bfloat16"] = "auto",
     vllm_memory: float | None = None,
     tensor_parallel_size: int = 1,
@@ -39,10 +41,23 @@ def open_backend(
         from selfinstruct.backends.scripted import ScriptedBackend
 
         return ScriptedBackend(chat=bool(chat))
-    if kind == "local":
+    if kind == "local" and local_engine == "auto":
+        local_engine = "vllm" if importlib.util.find_spec("vllm") else "transformers"
+    if kind == "local" and local_engine == "transformers":
         from selfinstruct.backends.local import LocalBackend
 
         return LocalBackend(model, device=device, chat=chat, batch_size=local_batch, dtype=dtype)
+    if kind == "local" or kind == "vllm":
+        from selfinstruct.backends.vllm_offline import VLLMBackend
+
+        return VLLMBackend(
+            model,
+            chat=bool(chat),
+            tensor_parallel_size=tensor_parallel_size,
+            data_parallel_size=data_parallel_size,
+            memory=vllm_memory,
+            dtype=dtype,
+        )
     if kind == "openai":
         from selfinstruct.backends.openai_compat import OpenAIBackend
 
@@ -74,17 +89,6 @@ def open_backend(
             poll_every=batch_poll,
             flush_after=batch_flush,
         )
-    if kind == "vllm":
-        from selfinstruct.backends.vllm_offline import VLLMBackend
-
-        return VLLMBackend(
-            model,
-            chat=bool(chat),
-            tensor_parallel_size=tensor_parallel_size,
-            data_parallel_size=data_parallel_size,
-            memory=vllm_memory,
-            dtype=dtype,
-        )
     raise BackendError(f"unknown backend {kind!r}")
 
 
@@ -106,6 +110,7 @@ def make_backend(cfg: GenerateConfig) -> Backend:
         batch_flush=cfg.batch_flush,
         device=cfg.device,
         local_batch=cfg.local_batch,
+        local_engine=cfg.local_engine,
         dtype=cfg.dtype,
         vllm_memory=cfg.vllm_memory,
         tensor_parallel_size=cfg.tensor_parallel_size,

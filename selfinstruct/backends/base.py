@@ -18,7 +18,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -67,9 +67,13 @@ class Backend(Protocol):
     model: str
     chat: bool  # True when prompts should be lists of messages
 
-    def submit(self, request_id: str, prompt: Prompt, params: SamplingParams) -> Future[Completion]:
+    def submit(
+        self, request_id: str, prompt: Prompt, params: SamplingParams, priority: Any = ()
+    ) -> Future[Completion]:
         """Start a request; the future gives its completion, or raises BackendError when the
-        backend cannot serve at all (bad key, unknown model, a server gone for too long)."""
+        backend cannot serve at all (bad key, unknown model, a server gone for too long).
+        `priority` (lower first) orders requests that wait for a slot; backends that take every
+        request at once ignore it."""
         ...
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]: ...
@@ -118,7 +122,9 @@ class BatchedBackend:
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Completion]:
         return self._generate_batch(prompts, params)
 
-    def submit(self, request_id: str, prompt: Prompt, params: SamplingParams) -> Future[Completion]:
+    def submit(
+        self, request_id: str, prompt: Prompt, params: SamplingParams, priority: Any = ()
+    ) -> Future[Completion]:
         future: Future[Completion] = Future()
         with self._start_lock:
             if self._worker is None:

@@ -89,7 +89,9 @@ class OpenAIBatchBackend:
             for rid in entry["requests"]:
                 self._known[rid] = entry["batch"]
 
-    def submit(self, request_id: str, prompt: Prompt, params: SamplingParams) -> Future[Completion]:
+    def submit(
+        self, request_id: str, prompt: Prompt, params: SamplingParams, priority: Any = ()
+    ) -> Future[Completion]:
         future: Future[Completion] = Future()
         with self._lock:
             if self._failure is not None:

@@ -35,6 +35,8 @@ Failures, and what they mean:
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import logging
 import os
 import queue
@@ -106,7 +108,9 @@ def request_body(
 
 
 class AdaptiveLimit:
-    """A semaphore whose size shrinks on congestion and grows back on success (AIMD)."""
+    """A semaphore whose size shrinks on congestion and grows back on success (AIMD). A freed
+    slot goes to the most urgent waiting request (lowest priority value; ties in arrival
+    order), so the request the loop needs next never waits behind ones it needs later."""
 
     def __init__(self, limit: int) -> None:
         self.max = limit
@@ -114,34 +118,68 @@ class AdaptiveLimit:
         self.in_flight = 0
         self._successes = 0
         self._last_decrease = 0.0
-        self._cond = asyncio.Condition()
+        self._waiting: list[tuple[Any, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    def slot(self, priority: Any = ()) -> _Held:
+        return _Held(self, priority)
 
     async def __aenter__(self) -> None:
-        async with self._cond:
-            await self._cond.wait_for(lambda: self.in_flight < self.limit)
-            self.in_flight += 1
+        await self.acquire(())
 
     async def __aexit__(self, *exc: object) -> None:
-        async with self._cond:
-            self.in_flight -= 1
-            self._cond.notify(1)  # one slot freed: wake one waiter, not every queued request
+        self.release()
+
+    async def acquire(self, priority: Any) -> None:
+        if self.in_flight < self.limit and not self._waiting:
+            self.in_flight += 1
+            return
+        admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (priority, next(self._order), admitted))
+        try:
+            await admitted
+        except asyncio.CancelledError:
+            if admitted.done() and not admitted.cancelled():
+                self.release()  # admitted, then cancelled before it could use the slot
+            raise
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        self._admit()
+
+    def _admit(self) -> None:
+        while self._waiting and self.in_flight < self.limit:
+            _, _, admitted = heapq.heappop(self._waiting)
+            if admitted.cancelled():
+                continue
+            self.in_flight += 1
+            admitted.set_result(None)
 
     async def congested(self, started: float) -> None:
         """Halve the limit, unless it was halved after this request was sent (same wave)."""
-        async with self._cond:
-            if started < self._last_decrease:
-                return
-            self.limit = max(1, self.limit // 2)
-            self._successes = 0
-            self._last_decrease = time.monotonic()
+        if started < self._last_decrease:
+            return
+        self.limit = max(1, self.limit // 2)
+        self._successes = 0
+        self._last_decrease = time.monotonic()
 
     async def succeeded(self) -> None:
-        async with self._cond:
-            self._successes += 1
-            if self.limit < self.max and self._successes >= self.limit:
-                self.limit += 1
-                self._successes = 0
-                self._cond.notify(1)
+        self._successes += 1
+        if self.limit < self.max and self._successes >= self.limit:
+            self.limit += 1
+            self._successes = 0
+            self._admit()
+
+
+class _Held:
+    def __init__(self, limit: AdaptiveLimit, priority: Any) -> None:
+        self.limit, self.priority = limit, priority
+
+    async def __aenter__(self) -> None:
+        await self.limit.acquire(self.priority)
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.limit.release()
 
 
 class _Server:
@@ -226,7 +264,7 @@ class OpenAIBackend:
         self._servers: list[_Server] = []
         self._limit: AdaptiveLimit | None = None
         self._lock = threading.Lock()
-        self._inbox: queue.SimpleQueue[tuple[Prompt, SamplingParams, Future[Completion]]] = (
+        self._inbox: queue.SimpleQueue[tuple[Prompt, SamplingParams, Any, Future[Completion]]] = (
             queue.SimpleQueue()
         )
         self._wake_pending = False
@@ -257,10 +295,12 @@ class OpenAIBackend:
         ]
         self._limit = AdaptiveLimit(self.concurrency)
 
-    def submit(self, request_id: str, prompt: Prompt, params: SamplingParams) -> Future[Completion]:
+    def submit(
+        self, request_id: str, prompt: Prompt, params: SamplingParams, priority: Any = ()
+    ) -> Future[Completion]:
         loop = self._ensure_loop()
         future: Future[Completion] = Future()
-        self._inbox.put((prompt, params, future))
+        self._inbox.put((prompt, params, priority, future))
         with self._lock:
             # One wake-up of the loop for everything submitted since the last one: waking it
             # per request costs more than the request itself when hundreds go out at once.
@@ -274,10 +314,10 @@ class OpenAIBackend:
             self._wake_pending = False
         while True:
             try:
-                prompt, params, future = self._inbox.get_nowait()
+                prompt, params, priority, future = self._inbox.get_nowait()
             except queue.Empty:
                 return
-            task = asyncio.ensure_future(self._one(prompt, params))
+            task = asyncio.ensure_future(self._one(prompt, params, priority))
             task.add_done_callback(partial(_settle, future))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -377,7 +417,7 @@ class OpenAIBackend:
 
     # -- one request ---------------------------------------------------------------------
 
-    async def _one(self, prompt: Prompt, params: SamplingParams) -> Completion:
+    async def _one(self, prompt: Prompt, params: SamplingParams, priority: Any = ()) -> Completion:
         openai, limit, stats = self._openai, self._limit, self._stats
         assert limit is not None  # made by _setup before any request
         began = time.monotonic()
@@ -385,7 +425,7 @@ class OpenAIBackend:
         answered = False  # the server replied with an error: it is up, the request fails
         while True:
             wait = 0.0
-            async with limit:
+            async with limit.slot(priority):
                 server = await self._pick()
                 stats.requests += 1
                 sent = time.monotonic()

@@ -13,6 +13,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
+from typing import Any
 
 from selfinstruct.backends.base import BackendStats, Completion, Prompt, SamplingParams, Usage
 
@@ -207,7 +208,9 @@ class ScriptedBackend:
             out.append(self._reply(prompt))
         return out
 
-    def submit(self, request_id: str, prompt: Prompt, params: SamplingParams) -> Future[Completion]:
+    def submit(
+        self, request_id: str, prompt: Prompt, params: SamplingParams, priority: Any = ()
+    ) -> Future[Completion]:
         future: Future[Completion] = Future()
         try:
             future.set_result(self.generate([prompt], params)[0])

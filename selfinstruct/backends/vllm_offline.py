@@ -139,7 +139,9 @@ class VLLMBackend:
 
     # -- the caller's side -------------------------------------------------------------
 
-    def submit(self, request_id: str, prompt: Prompt, params: SamplingParams) -> Future[Completion]:
+    def submit(
+        self, request_id: str, prompt: Prompt, params: SamplingParams, priority: Any = ()
+    ) -> Future[Completion]:
         future: Future[Completion] = Future()
         with self._lock:
             if self._failure is not None:
