@@ -17,9 +17,11 @@ from pathlib import Path
 
 from selfinstruct.backends.base import SamplingParams
 from selfinstruct.backends.local import LocalBackend
-from selfinstruct.parsing import parse_is_classification
-from selfinstruct.prompts import Demonstrations, Templates, render_is_classification
+from selfinstruct.prompts import Demonstrations
 from selfinstruct.records import read_tasks
+from selfinstruct.stages import load_templates
+from selfinstruct.stages.classification import parse as parse_is_classification
+from selfinstruct.stages.classification import render as render_is_classification
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -32,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     seeds = read_tasks(REPO / "seed_tasks" / "seed_tasks.jsonl")
     held_out = random.Random(0).sample(seeds, args.held_out)
-    templates = Templates.load()
+    templates = load_templates()
     backend = LocalBackend(args.model, chat=args.chat)
     params = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=3, stop=("\n", "Task"))
     positives = sum(bool(t.is_classification) for t in held_out)
@@ -41,7 +43,9 @@ def main() -> None:
         prompts = []
         for task in held_out:
             others = [t for t in seeds if t is not task]
-            demos = Demonstrations(others, choice, seed=0).for_classification(task.instruction, 12)
+            demos = Demonstrations(others, choice, seed=0, tokenizer="rouge").for_classification(
+                task.instruction, 12
+            )
             prompt = render_is_classification(templates, demos, task.instruction, backend.chat)
             prompts.append(prompt)
         started = time.perf_counter()

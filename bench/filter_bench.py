@@ -75,7 +75,7 @@ def reference_side_by_side(sample_size: int) -> dict:
     reference_s = time.perf_counter() - start
 
     start = time.perf_counter()
-    index = RougeLIndex(0.7)
+    index = RougeLIndex(0.7, "rouge")
     ours = [m is not None for m in index.add_if_novel_many(sample)]
     ours_s = time.perf_counter() - start
     return {

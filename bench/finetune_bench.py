@@ -79,7 +79,7 @@ def build_mix(path: Path, tokenizer: Any, n: int, seed: int = 0) -> dict[str, An
         task["id"] = f"mix-{i}"
     lengths = []
     for task in tasks:
-        example = to_examples([Task.model_validate(task)]).examples[0]
+        example = to_examples([Task.model_validate(task)], 0, None).examples[0]
         row = prompt_completion_row(example)
         ids = tokenizer.apply_chat_template(
             row["prompt"] + row["completion"], tokenize=True, return_dict=True
@@ -145,7 +145,9 @@ def run_plain(spec: dict[str, Any]) -> dict[str, Any]:
     from selfinstruct.records import read_tasks
 
     gpu = spec["device"] == "cuda"
-    rows = [prompt_completion_row(e) for e in to_examples(read_tasks(spec["data"])).examples]
+    rows = [
+        prompt_completion_row(e) for e in to_examples(read_tasks(spec["data"]), 0, None).examples
+    ]
     tokenizer = AutoTokenizer.from_pretrained(spec["model"])
     quant = None
     if spec.get("qlora"):

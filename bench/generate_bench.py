@@ -29,6 +29,7 @@ from fake_openai import FakeOpenAI  # the test server, reused
 
 from selfinstruct.backends.base import SamplingParams
 from selfinstruct.backends.openai_compat import OpenAIBackend
+from selfinstruct.config import OpenAIOptions
 
 
 def _serve(delay: float, port_queue: Any) -> None:
@@ -48,7 +49,9 @@ def orchestration(delay: float, requests: int) -> None:
     try:
         for concurrency in (1, 8, 32, 128):
             n = min(requests, max(16, concurrency * 4)) if concurrency == 1 else requests
-            client = OpenAIBackend("bench", [url], chat=False, concurrency=concurrency)
+            client = OpenAIBackend(
+                "bench", OpenAIOptions(base_url=[url], concurrency=concurrency), chat=False
+            )
             start = time.perf_counter()
             done = client.generate(["Task: go"] * n, params)
             elapsed = time.perf_counter() - start
@@ -88,13 +91,14 @@ def local_model(skip_raw: bool) -> None:
     """Raw generation speed by batch and dtype, then the README demo before and after."""
     from selfinstruct.backends.local import LocalBackend
     from selfinstruct.models import native_bf16
-    from selfinstruct.prompts import Templates, render_instructions
     from selfinstruct.records import read_tasks
+    from selfinstruct.stages import load_templates
+    from selfinstruct.stages.instructions import render as render_instructions
 
     print(f"  native bf16 on this CPU: {native_bf16()}")
     seeds = read_tasks(Path(__file__).resolve().parents[1] / "seed_tasks" / "seed_tasks.jsonl")
     prompts = [
-        render_instructions(Templates.load(), [t.instruction for t in seeds[i : i + 8]], False, 8)
+        render_instructions(load_templates(), [t.instruction for t in seeds[i : i + 8]], False, 8)
         for i in range(0, 8 * 32, 8)
     ]
     params = SamplingParams(temperature=0.7, top_p=0.5, max_tokens=128, ignore_eos=True, seed=0)

@@ -23,8 +23,10 @@ sys.path[:0] = [str(REPO / "tests"), str(REPO / "bench")]
 from golden_corpus import GOLDEN, counts, load  # noqa: E402
 from paper_parser import paper_instances, paper_instructions  # noqa: E402
 
-from selfinstruct.parsing import parse_instances, parse_instructions  # noqa: E402
-from selfinstruct.rules import RuleFilter, filter_instances  # noqa: E402
+from selfinstruct.rules import RuleFilter  # noqa: E402
+from selfinstruct.stages.instances import filter_instances  # noqa: E402
+from selfinstruct.stages.instances import parse as parse_instances  # noqa: E402
+from selfinstruct.stages.instructions import parse as parse_instructions  # noqa: E402
 
 
 def golden() -> None:

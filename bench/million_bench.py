@@ -74,7 +74,7 @@ def audit(out_dir: Path, sample: int, seed: int = 1) -> tuple[int, int]:
     for x in (out_dir / "rejected.jsonl").open():
         record = json.loads(x)
         rejected[int(record["origin"].rsplit(":", 1)[1])] = record
-    exhaustive = RougeLIndex(0.7, prune=False)
+    exhaustive = RougeLIndex(0.7, "rouge", prune=False)
     for _, text in kept_rows:
         exhaustive.add(text)
     lines = np.array([line for line, _ in kept_rows])

@@ -97,7 +97,8 @@ def build_corpus(path: Path, rows: int, seed: int = 0) -> int:
     rng = np.random.default_rng(seed)
     batch = [model.sentence(rng) for _ in range(rows + 64)]
     # Rarest-first order from the candidates themselves: without it the search is far slower.
-    index = RougeLIndex(0.7, token_frequencies=document_frequencies(batch[::10]))
+    frequencies = document_frequencies(batch[::10], "rouge")
+    index = RougeLIndex(0.7, "rouge", token_frequencies=frequencies)
     texts: list[str] = []
     tried = 0
     while batch:
@@ -135,12 +136,12 @@ def index_alone(corpus: Path, runs: int) -> tuple[float, int]:
     from selfinstruct.tokens import TokenEncoder, document_frequencies, rouge_tokenize
 
     texts = [json.loads(line)["instruction"] for line in corpus.open()]
-    frequencies = document_frequencies(sample_instructions(corpus, FREQUENCY_SAMPLE))
+    frequencies = document_frequencies(sample_instructions(corpus, FREQUENCY_SAMPLE), "rouge")
     times, comparisons = [], 0
     for _ in range(runs):
         encoder = TokenEncoder(frequencies)  # the filter's second process does this part
         encoded = [encoder.encode(rouge_tokenize(text)) for text in texts]
-        index = RougeLIndex(0.7, token_frequencies=frequencies)
+        index = RougeLIndex(0.7, "rouge", token_frequencies=frequencies)
         index.encoder.extend(encoder.tokens)
         start = time.perf_counter()
         index.add_if_novel_many(texts, encoded=encoded)

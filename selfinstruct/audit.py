@@ -12,26 +12,28 @@ RUN/audit_rejected.jsonl with the judge's answers.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 from collections.abc import Callable
 from concurrent.futures import Future, as_completed
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
+from selfinstruct.accounting import cost_usd, prompt_sha
 from selfinstruct.atomic import write_json_atomic
-from selfinstruct.backends.base import Completion, SamplingParams
-from selfinstruct.config import PROMPTS_DIR, AuditConfig
+from selfinstruct.backends.base import Completion
+from selfinstruct.config import AuditConfig
 from selfinstruct.errors import BackendError, SelfInstructError
+from selfinstruct.judge import (
+    Verdict,
+    audit_prompt,
+    greedy,
+    judge_name,
+    open_judge,
+    parse_verdict,
+    read_verdicts,
+)
 from selfinstruct.quality import (
-    QUESTIONS,
-    REVIEW_FILE,
     Agreement,
-    Labels,
     QualityTable,
     agreement,
     choose_sample,
@@ -39,62 +41,8 @@ from selfinstruct.quality import (
     read_review,
 )
 from selfinstruct.records import Rejected, Task, write_jsonl
-from selfinstruct.store import EventLog, RunStore, acquire_lock, generate_dir
-
-AUDIT_FILE = "audit.jsonl"
-AUDIT_SUMMARY = "audit_summary.json"
-TEMPLATE = PROMPTS_DIR / "audit.txt"
-_QUESTION_NAMES = {
-    "valid_task": r"valid[ _]?task",
-    "input_ok": r"input[ _]?ok|appropriate input|input",
-    "output_ok": r"output[ _]?ok|correct output|output",
-}
-
-
-def render_audit(task: Task, template: str) -> str:
-    blocks = []
-    for i, inst in enumerate(task.instances, 1):
-        blocks.append(
-            f"Instance {i}\nInput: {inst.input.strip() or '(empty)'}\nOutput: {inst.output.strip()}"
-        )
-    return template.format(
-        instruction=task.instruction.strip(),
-        instances="\n\n".join(blocks) or "(no instances)",
-    ).rstrip("\n")
-
-
-def parse_verdict(text: str) -> dict[str, str | None]:
-    """yes/no per question from a judge's reply; None where the reply does not say. Takes the
-    format asked for, markdown around it, "1. yes" lists, or three bare yes/no words."""
-    answers: dict[str, str | None] = dict.fromkeys(QUESTIONS)
-    for q in QUESTIONS:
-        match = re.search(rf"(?i)\b(?:{_QUESTION_NAMES[q]})\W{{0,8}}?\b(yes|no)\b", text)
-        if match:
-            answers[q] = match.group(1).lower()
-    if all(v is None for v in answers.values()):
-        numbered = re.findall(r"(?im)^\W*([123])[.):]\W*(yes|no)\b", text)
-        if numbered:
-            for number, value in numbered:
-                answers[QUESTIONS[int(number) - 1]] = value.lower()
-        else:
-            words = re.findall(r"(?i)\b(yes|no)\b", text)
-            if len(words) == 3:
-                answers = {q: w.lower() for q, w in zip(QUESTIONS, words, strict=True)}
-    return answers
-
-
-class Verdict(BaseModel):
-    """One line of audit.jsonl."""
-
-    task_id: str
-    judge: str
-    prompt_sha: str
-    answers: dict[str, str | None]
-    text: str
-    finish_reason: str
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
+from selfinstruct.rundir import RunDir
+from selfinstruct.store import EventLog, RunStore, acquire_lock
 
 
 class AuditSummary(BaseModel):
@@ -116,35 +64,14 @@ class AuditSummary(BaseModel):
     dropped: int | None = None
 
 
-def judge_labels(
-    run: Path, judge: str | None = None
-) -> tuple[str | None, dict[str, dict[str, str]]]:
-    """The latest verdict per task of `judge` (default: the judge of the last audit)."""
-    gen = generate_dir(run)
-    if judge is None:
-        summary = gen / AUDIT_SUMMARY
-        if not summary.exists():
-            return None, {}
-        judge = json.loads(summary.read_text(encoding="utf-8"))["judge"]
-    labels: Labels = {}
-    for verdict in _read_journal(gen / AUDIT_FILE):
-        if verdict.judge == judge:
-            labels[verdict.task_id] = {k: v for k, v in verdict.answers.items() if v is not None}
-    return judge, labels
-
-
-def _read_journal(path: Path) -> list[Verdict]:
-    return EventLog.read(path, Verdict.model_validate, "an audit verdict")
-
-
 def run_audit(
     cfg: AuditConfig,
     backend: Any | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> AuditSummary:
-    from selfinstruct.backends import open_backend
 
-    gen = generate_dir(cfg.run)
+    files = RunDir.find(cfg.run)
+    gen = files.path
     tasks = RunStore(gen).tasks()
     if not tasks:
         raise SelfInstructError(f"{gen}: no accepted tasks to audit")
@@ -152,29 +79,25 @@ def run_audit(
     targets = (
         [t.id for t in tasks] if cfg.drop_invalid else choose_sample(tasks, cfg.size, cfg.seed)
     )
-    template = TEMPLATE.read_text(encoding="utf-8")
-    prompts = {i: render_audit(by_id[i], template) for i in targets}
-    lock = acquire_lock(gen / "audit.lock", "an audit of this run is running ({holder})")
+    prompts = {i: audit_prompt(by_id[i]) for i in targets}
+    lock = acquire_lock(files.audit_lock, "an audit of this run is running ({holder})")
     own = backend is None
     try:
-        backend = backend or open_backend(
-            cfg.judge_backend,
-            cfg.judge_model,
-            chat=True,
-            base_url=cfg.judge_base_url,
-            api_key_env=cfg.api_key_env,
-            concurrency=cfg.concurrency,
-        )
-        judge = f"{cfg.judge_backend}/{getattr(backend, 'model', cfg.judge_model)}"
-        journal_path = gen / AUDIT_FILE
+        backend = backend or open_judge(cfg.judge, cfg)
+        judge = judge_name(cfg.judge, backend)
+        journal_path = files.audit
         done: dict[str, Verdict] = {}
-        for verdict in _read_journal(journal_path):
+        for verdict in read_verdicts(journal_path):
             prompt = prompts.get(verdict.task_id)
-            if verdict.judge == judge and prompt is not None and verdict.prompt_sha == _sha(prompt):
+            if (
+                verdict.judge == judge
+                and prompt is not None
+                and verdict.prompt_sha == prompt_sha(prompt)
+            ):
                 done[verdict.task_id] = verdict
         reused = len(done)
         pending = [i for i in targets if i not in done]
-        params = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=cfg.max_tokens)
+        params = greedy(cfg.max_tokens)
         failed = 0
         with EventLog(journal_path) as journal:
             futures: dict[Future[Completion], str] = {
@@ -195,7 +118,7 @@ def run_audit(
                 verdict = Verdict(
                     task_id=task_id,
                     judge=judge,
-                    prompt_sha=_sha(prompts[task_id]),
+                    prompt_sha=prompt_sha(prompts[task_id]),
                     answers=parse_verdict(completion.text),
                     text=completion.text,
                     finish_reason=completion.finish_reason,
@@ -214,11 +137,9 @@ def run_audit(
         lock.close()
 
     labels = {i: {k: v for k, v in d.answers.items() if v is not None} for i, d in done.items()}
-    review = gen / REVIEW_FILE
-    human = read_review(review).answers if review.exists() else {}
+    human = read_review(files.review).answers if files.review.exists() else {}
     prompt_tokens = sum(d.prompt_tokens for d in done.values())
     completion_tokens = sum(d.completion_tokens for d in done.values())
-    price = cfg.prices.get(judge.split("/", 1)[1])
     summary = AuditSummary(
         run=str(gen),
         judge=judge,
@@ -232,16 +153,20 @@ def run_audit(
         agreement=agreement(human, labels) if human else None,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,
-        cost_usd=(prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6 if price else None,
+        cost_usd=cost_usd(cfg.prices, judge.split("/", 1)[1], prompt_tokens, completion_tokens),
     )
     if cfg.drop_invalid:
-        summary = _write_filtered(cfg, gen, tasks, done, summary)
-    write_json_atomic(gen / AUDIT_SUMMARY, summary.model_dump(mode="json"))
+        summary = _write_filtered(cfg, files, tasks, done, summary)
+    write_json_atomic(files.audit_summary, summary.model_dump(mode="json"))
     return summary
 
 
 def _write_filtered(
-    cfg: AuditConfig, gen: Path, tasks: list[Task], done: dict[str, Verdict], summary: AuditSummary
+    cfg: AuditConfig,
+    files: RunDir,
+    tasks: list[Task],
+    done: dict[str, Verdict],
+    summary: AuditSummary,
 ) -> AuditSummary:
     """Tasks judged valid in every field (and those without a full verdict: not judged is not
     invalid) to the output file; the rest to audit_rejected.jsonl."""
@@ -251,23 +176,20 @@ def _write_filtered(
         verdict = done.get(task.id)
         if verdict is not None and any(v == "no" for v in verdict.answers.values()):
             rejected.append(
-                Rejected(
-                    stage="audit",
-                    reason="judge_invalid",
-                    text=task.instruction,
-                    id=task.id,
-                    detail={"judge": verdict.judge, "answers": verdict.answers},
+                Rejected.of(
+                    "audit",
+                    "judge_invalid",
+                    task.instruction,
+                    task.id,
+                    judge=verdict.judge,
+                    answers=verdict.answers,
                 )
             )
         else:
             kept.append(task)
-    output = cfg.output or gen / "tasks.audited.jsonl"
+    output = cfg.output or files.audited_tasks
     write_jsonl(output, kept)
-    write_jsonl(gen / "audit_rejected.jsonl", rejected)
+    write_jsonl(files.audit_rejected, rejected)
     return summary.model_copy(
         update={"output": str(output), "kept": len(kept), "dropped": len(rejected)}
     )
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

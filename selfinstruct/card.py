@@ -17,6 +17,7 @@ import yaml
 from selfinstruct import __version__
 from selfinstruct.config import ExportConfig
 from selfinstruct.records import Task, read_tasks
+from selfinstruct.rundir import FilterDir, JobDir, RunDir
 from selfinstruct.stats import table1, table1_markdown
 
 # Written into every card, so a later export knows it may replace the file.
@@ -42,11 +43,11 @@ def provenance(source: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     directory, a file inside one, or a job's filter/kept.jsonl beside its generate/ folder."""
     folder = source if source.is_dir() else source.parent
     manifest: dict[str, Any] = {}
-    for candidate in (folder / "manifest.json", folder.parent / "generate" / "manifest.json"):
+    for candidate in (RunDir(folder).manifest, JobDir(folder.parent).generate.manifest):
         manifest = _read_json(candidate)
         if manifest:
             break
-    summary = _read_json(folder / "summary.json") if not source.is_dir() else {}
+    summary = _read_json(FilterDir(folder).summary) if not source.is_dir() else {}
     return manifest, summary
 
 
@@ -162,11 +163,11 @@ def render_card(
 
 def _quality_lines(source: Path) -> list[str]:
     """The run's Table 2 (review and audit), when someone has labelled its tasks."""
-    from selfinstruct.quality import QUALITY_NOTE, quality_figures
+    from selfinstruct.stats import QUALITY_NOTE, quality_figures
 
-    if not (source.is_dir() and (source / "tasks.jsonl").exists()):
+    if not (source.is_dir() and RunDir(source).tasks.exists()):
         return []
-    ids = {t.id for t in read_tasks(source / "tasks.jsonl")}
+    ids = {t.id for t in read_tasks(RunDir(source).tasks)}
     figures = quality_figures(source, ids)
     if not figures.labelled:
         return []

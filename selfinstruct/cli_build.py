@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import annotated_types
+import click
 import typer
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
+from typer.core import TyperCommand
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Spec:
     positional: bool
     required: bool
     clear_flag: str | None  # --no-NAME for a clearable list
+    group: str  # the heading it is listed under in --help
 
 
 def _extra(field: FieldInfo) -> dict[str, Any]:
@@ -81,7 +84,20 @@ def _metavar(kind: Any) -> str | None:
     return {int: "INT", float: "NUMBER", str: "TEXT", Path: "PATH"}.get(kind)
 
 
-def field_specs(model: type[BaseModel], prefix: str = "", path: tuple[str, ...] = ()) -> list[Spec]:
+def _heading(model: type[BaseModel], name: str) -> str:
+    """The heading of the options class that declares `name` (a subclass's own, or a base's)."""
+    for cls in model.__mro__:
+        if name in inspect.get_annotations(cls):
+            return str(getattr(cls, "heading", "Options"))
+    return "Options"
+
+
+def field_specs(
+    model: type[BaseModel],
+    prefix: str = "",
+    path: tuple[str, ...] = (),
+    group: str | None = None,
+) -> list[Spec]:
     """The command-line form of every option of `model`, nested configs flattened."""
     specs: list[Spec] = []
     for name, field in model.model_fields.items():
@@ -89,8 +105,12 @@ def field_specs(model: type[BaseModel], prefix: str = "", path: tuple[str, ...] 
         if extra.get("cli") is False:
             continue
         kind = _strip_optional(field.annotation)
+        heading = extra.get("group") or group or _heading(model, name)
         if isinstance(kind, type) and issubclass(kind, BaseModel):
-            specs += field_specs(kind, prefix + extra.get("prefix", f"{name}-"), (*path, name))
+            nested = extra.get("group") or group or getattr(kind, "heading", None)
+            specs += field_specs(
+                kind, prefix + extra.get("prefix", f"{name}-"), (*path, name), nested
+            )
             continue
         default = field.get_default(call_default_factory=True)
         required = field.is_required()
@@ -128,6 +148,7 @@ def field_specs(model: type[BaseModel], prefix: str = "", path: tuple[str, ...] 
                 clear_flag=f"--no-{prefix}{name.replace('_', '-')}"
                 if extra.get("clearable")
                 else None,
+                group=heading,
             )
         )
     return specs
@@ -145,7 +166,13 @@ def _parameter(spec: Spec) -> list[inspect.Parameter]:
                 annotation=Annotated[spec.annotation, info],
             )
         ]
-    info = typer.Option(*spec.flags, help=spec.help, metavar=spec.metavar, show_default=False)
+    info = typer.Option(
+        *spec.flags,
+        help=spec.help,
+        metavar=spec.metavar,
+        show_default=False,
+        rich_help_panel=spec.group,
+    )
     params = [
         inspect.Parameter(
             spec.param,
@@ -155,7 +182,9 @@ def _parameter(spec: Spec) -> list[inspect.Parameter]:
         )
     ]
     if spec.clear_flag:
-        clear = typer.Option(spec.clear_flag, help=f"switch off {spec.flags[0]} entirely")
+        clear = typer.Option(
+            spec.clear_flag, help=f"switch off {spec.flags[0]} entirely", rich_help_panel=spec.group
+        )
         params.append(
             inspect.Parameter(
                 f"{spec.param}__clear",
@@ -193,7 +222,8 @@ def add_command(
     """Register `handler(options, **extras)` as command `name`, with `model`'s fields as
     flags. `options` holds only what the user typed; `extras` are command-line-only switches
     (--config, --quiet) that are not options of the config."""
-    specs = field_specs(model)
+    # Arguments first (a config that inherits options may declare its argument after them).
+    specs = sorted(field_specs(model), key=lambda spec: not spec.positional)
     params = [p for spec in specs for p in _parameter(spec)]
     extra_names = [p.name for p in extras]
     taken = {p.name for p in params}
@@ -206,7 +236,48 @@ def add_command(
 
     command.__signature__ = inspect.Signature([*params, *extras])  # type: ignore[attr-defined]
     command.__doc__ = handler.__doc__
-    app.command(name=name)(command)
+    app.command(name=name, cls=GroupedCommand)(command)
+
+
+# Headings in the order --help lists them; any other heading follows, in order of appearance.
+HEADINGS = (
+    "Run",
+    "Backend",
+    "Backend: openai",
+    "Backend: openai-batch",
+    "Backend: local and vllm",
+    "Backend: local",
+    "Backend: vllm",
+    "Method",
+    "Sampling",
+    "Filters",
+    "Judge",
+    "Budgets",
+    "Options",
+)
+
+
+class GroupedCommand(TyperCommand):
+    """Plain `--help` (no rich boxes), with the options listed under their headings."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        arguments, groups = [], {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == "argument":
+                arguments.append(record)
+                continue
+            heading = getattr(param, "rich_help_panel", None) or "Options"
+            groups.setdefault(heading, []).append(record)
+        if arguments:
+            with formatter.section("Arguments"):
+                formatter.write_dl(arguments)
+        order = {h: k for k, h in enumerate(HEADINGS)}
+        for heading in sorted(groups, key=lambda h: order.get(h, len(order))):
+            with formatter.section(heading if heading == "Options" else f"{heading} options"):
+                formatter.write_dl(groups[heading])
 
 
 def switch(

@@ -42,29 +42,41 @@ def backend_line(stats: Any) -> str:
 LOG_EVERY = 5.0
 
 
+def progress_line(p: Any) -> str:
+    """The loop's progress in one line, for a log."""
+    top = ", ".join(f"{k} {v}" for k, v in p.rejected.most_common(3))
+    return (
+        f"accepted {p.accepted}/{p.target}, prompts {p.prompts}, requests {p.requests}, "
+        f"tokens {p.tokens:,}, {backend_line(p.backend)}; rejected: {top or '-'}"
+    )
+
+
+def throttled(report: Callable[[Any], None], every: float = LOG_EVERY) -> Callable[[Any], None]:
+    """`report` at most every `every` seconds, and always once the target is reached."""
+    last = [-every]
+
+    def progress(p: Any) -> None:
+        now = time.perf_counter()
+        if now - last[0] < every and p.accepted < p.target:
+            return
+        last[0] = now
+        report(p)
+
+    return progress
+
+
 def run_with_display(fn: Callable[..., Any], cfg: Any, quiet: bool) -> Any:
     """Run the generate loop with a live bar on a terminal, a log line every few seconds
     otherwise."""
     if quiet:
         return fn(cfg)
     if not sys.stderr.isatty():
-        last = [0.0]
 
         def log_line(p: Any) -> None:
-            now = time.perf_counter()
-            if now - last[0] < LOG_EVERY and p.accepted < p.target:
-                return
-            last[0] = now
-            top = ", ".join(f"{k} {v}" for k, v in p.rejected.most_common(3))
-            err.print(
-                f"{now - p.started:.0f} s: accepted {p.accepted}/{p.target}, prompts {p.prompts}, "
-                f"requests {p.requests}, tokens {p.tokens:,}, {backend_line(p.backend)}; "
-                f"rejected: {top or '-'}",
-                highlight=False,
-                soft_wrap=True,
-            )
+            elapsed = time.perf_counter() - p.started
+            err.print(f"{elapsed:.0f} s: {progress_line(p)}", highlight=False, soft_wrap=True)
 
-        return fn(cfg, on_progress=log_line)
+        return fn(cfg, on_progress=throttled(log_line))
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

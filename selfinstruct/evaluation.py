@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -24,24 +23,11 @@ from selfinstruct.backends.base import SamplingParams
 from selfinstruct.config import EvalConfig
 from selfinstruct.errors import SelfInstructError
 from selfinstruct.export import Example, to_examples
+from selfinstruct.judge import grade_letter, grade_prompt, greedy, open_judge
 from selfinstruct.models import resolve_model, training_imports
 from selfinstruct.records import read_tasks
 from selfinstruct.similarity import rouge_l_fmeasure
 from selfinstruct.tokens import rouge_tokenize
-
-JUDGE_PROMPT = """You are rating how well an AI assistant's response follows an instruction.
-
-Instruction: {instruction}
-Input: {input}
-Reference answer: {reference}
-Response to rate: {response}
-
-Rate the response with one letter:
-A - correct and satisfying.
-B - acceptable, with minor errors or imperfections.
-C - relevant and responds to the instruction, but has significant errors.
-D - irrelevant or completely invalid.
-Answer with the letter only."""
 
 
 class VariantResult(BaseModel):
@@ -121,15 +107,11 @@ def response_loss(model: Any, tokenizer: Any, examples: list[Example]) -> float:
     return total / count if count else float("nan")
 
 
-def judge_letter(text: str) -> str | None:
-    match = re.search(r"\b([ABCD])\b", text.strip())
-    return match.group(1) if match else None
-
-
 def run_eval(cfg: EvalConfig) -> EvalSummary:
     if not cfg.data.exists():
         raise SelfInstructError(f"{cfg.data}: held-out file not found; pass --data")
-    examples = to_examples(read_tasks(cfg.data)).examples
+    # Every instance, templates chosen by a fixed seed: the same held-out set every time.
+    examples = to_examples(read_tasks(cfg.data), seed=0, max_per_task=None).examples
     if cfg.limit is not None:
         examples = examples[: cfg.limit]
     if not examples:
@@ -188,19 +170,16 @@ def _evaluate(
                 [
                     {
                         "role": "user",
-                        "content": JUDGE_PROMPT.format(
-                            instruction=ex.instruction,
-                            input=ex.input or "(none)",
-                            reference=ex.response,
-                            response=row["response"],
+                        "content": grade_prompt(
+                            ex.instruction, ex.input, ex.response, str(row["response"])
                         ),
                     }
                 ]
                 for ex, row in zip(examples, rows, strict=True)
             ]
-            verdicts = judge.generate(prompts, SamplingParams(temperature=0.0, max_tokens=3))
+            verdicts = judge.generate(prompts, greedy(3))
             for row, verdict in zip(rows, verdicts, strict=True):
-                row["judge"] = judge_letter(verdict.text)
+                row["judge"] = grade_letter(verdict.text)
                 grades[row["judge"] or "unparsed"] = grades.get(row["judge"] or "unparsed", 0) + 1
         path = cfg.output_dir / f"{name}.jsonl"
         path.write_text(
@@ -226,8 +205,4 @@ def _lcs(a: list[str], b: list[str]) -> int:
 
 
 def _judge_backend(cfg: EvalConfig) -> Any:
-    if cfg.judge_backend is None:
-        return None
-    from selfinstruct.backends import open_backend
-
-    return open_backend(cfg.judge_backend, cfg.judge_model, chat=True, base_url=cfg.judge_base_url)
+    return open_judge(cfg.judge) if cfg.judge.backend is not None else None

@@ -27,8 +27,9 @@ from selfinstruct.atomic import write_text_atomic
 from selfinstruct.card import MARKER, card_path, render_card
 from selfinstruct.config import ExportConfig
 from selfinstruct.errors import InputError, SelfInstructError
-from selfinstruct.quality import REVIEW_FILE, apply_review, read_review
+from selfinstruct.quality import apply_review, read_review
 from selfinstruct.records import Task, read_tasks, write_jsonl
+from selfinstruct.rundir import RunDir
 
 # How an instruction and its input are put together; {input} is left out when it is empty.
 WITH_INPUT = (
@@ -81,13 +82,14 @@ def load_source(source: Path) -> Source:
     """Tasks from an instruction file, or from a run directory with its review applied."""
     if not source.is_dir():
         return Source(read_tasks(source))
-    path = source / "tasks.jsonl"
+    files = RunDir(source)
+    path = files.tasks
     if not path.exists():
         raise InputError(
             source, "is a directory without tasks.jsonl; give a run directory or a file"
         )
     tasks = read_tasks(path)
-    review = source / REVIEW_FILE
+    review = files.review
     if not review.exists():
         return Source(tasks)
     kept, dropped, edited = apply_review(tasks, read_review(review))
@@ -104,7 +106,7 @@ class Examples:
     dropped: Counter[str]
 
 
-def to_examples(tasks: Iterable[Task], seed: int = 0, max_per_task: int | None = None) -> Examples:
+def to_examples(tasks: Iterable[Task], seed: int, max_per_task: int | None) -> Examples:
     """One example per instance (up to `max_per_task` per task), duplicates written once."""
     rng = random.Random(seed)
     examples: list[Example] = []
@@ -155,8 +157,8 @@ def prompt_completion_row(example: Example, system: str | None = None) -> dict[s
 
 def _seed_tasks(cfg: ExportConfig) -> list[Task]:
     path = cfg.seed_tasks
-    if path is None and cfg.source.is_dir() and (cfg.source / "manifest.json").exists():
-        manifest = json.loads((cfg.source / "manifest.json").read_text(encoding="utf-8"))
+    if path is None and cfg.source.is_dir() and RunDir(cfg.source).manifest.exists():
+        manifest = json.loads(RunDir(cfg.source).manifest.read_text(encoding="utf-8"))
         found = manifest.get("config", {}).get("seed_tasks")
         path = Path(found) if found else None
     if path is None:

@@ -35,8 +35,9 @@ from selfinstruct.records import (
     sample_instructions,
 )
 from selfinstruct.rules import RuleFilter
-from selfinstruct.similarity import RougeLIndex
-from selfinstruct.tokens import TOKENIZERS, TokenEncoder, document_frequencies
+from selfinstruct.rundir import FilterDir
+from selfinstruct.similarity import EncodedBatch, RougeLIndex, WorkerEncoder
+from selfinstruct.tokens import document_frequencies
 
 T = TypeVar("T")
 
@@ -93,9 +94,8 @@ class _Chunk:
     origins: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
     kept_lines: list[str] = field(default_factory=list)
-    # JSON pieces for the rejected line, so the sequential stage only splices strings.
-    encoded: list[str | tuple[int, ...]] = field(default_factory=list)
-    new_tokens: list[str] = field(default_factory=list)  # first seen in this chunk, in order
+    tokens: list[list[str]] = field(default_factory=list)
+    encoded: EncodedBatch | None = None  # the rows' sequences, for the index in the parent
 
 
 def _prepare(config: FilterConfig) -> tuple[list[str], dict[str, int]]:
@@ -111,21 +111,16 @@ def _prepare(config: FilterConfig) -> tuple[list[str], dict[str, int]]:
 def _produce(config: FilterConfig) -> Iterator[_Chunk]:
     """Read, validate, rule-check, tokenize and encode the input, a chunk at a time.
 
-    Everything here is independent of the novelty decisions, so it can run in another process.
-    Its encoder is built exactly as the index's (same frequencies, reference tokens first) and
-    reports each new token, which keeps the two identical.
+    Everything here is independent of the novelty decisions, so it can run in another process,
+    with an encoder paired with the index (`similarity.WorkerEncoder`).
     """
     references, frequencies = _prepare(config)
     rules = RuleFilter(config.rules)
-    tokenize = TOKENIZERS[config.tokenizer]
-    encoder = TokenEncoder(frequencies)
-    for text in references:
-        encoder.encode(tokenize(text))
+    encoder = WorkerEncoder(config.tokenizer, frequencies, references)
     original = config.output_format == "original"
     rows = read_rows(config.input, skip_bad_rows=config.skip_bad_rows)
     for items in _chunks(rows, CHUNK_ROWS, first=FIRST_CHUNK_ROWS):
         chunk = _Chunk(rows_in=len(items))
-        vocab_before = len(encoder)
         for item in items:
             if isinstance(item, BadRow):
                 chunk.bad_rows += 1
@@ -135,12 +130,8 @@ def _produce(config: FilterConfig) -> Iterator[_Chunk]:
                         item.line,
                         False,
                         dump_line(
-                            Rejected(
-                                stage="read",
-                                reason="bad_row",
-                                text=item.text,
-                                detail={"error": item.message},
-                                origin=item.origin,
+                            Rejected.of(
+                                "read", "bad_row", item.text, origin=item.origin, error=item.message
                             )
                         ),
                     )
@@ -155,13 +146,13 @@ def _produce(config: FilterConfig) -> Iterator[_Chunk]:
                         item.line,
                         False,
                         dump_line(
-                            Rejected(
-                                stage="rules",
-                                reason=hit.reason,
-                                text=task.instruction,
-                                detail=hit.detail,
-                                id=task.id,
+                            Rejected.of(
+                                "rules",
+                                hit.reason,
+                                task.instruction,
+                                task.id,
                                 origin=item.origin,
+                                detail=hit.detail,
                             )
                         ),
                     )
@@ -171,7 +162,7 @@ def _produce(config: FilterConfig) -> Iterator[_Chunk]:
             if not config.novelty:
                 chunk.decided.append((item.line, True, kept_line))
                 continue
-            tokens = tokenize(task.instruction)
+            tokens = encoder.tokenize(task.instruction)
             if not tokens and _has_letters(task.instruction):
                 chunk.empty_token_rows += 1
             chunk.lines.append(item.line)
@@ -179,8 +170,9 @@ def _produce(config: FilterConfig) -> Iterator[_Chunk]:
             chunk.origins.append(item.origin)
             chunk.texts.append(task.instruction)
             chunk.kept_lines.append(kept_line)
-            chunk.encoded.append(encoder.encode(tokens))
-        chunk.new_tokens = encoder.tokens_from(vocab_before)
+            chunk.tokens.append(tokens)
+        chunk.encoded = encoder.encode(chunk.tokens)
+        chunk.tokens = []  # not needed past here: do not send them to the parent
         yield chunk
 
 
@@ -249,8 +241,8 @@ def run_filter(
     summary = FilterSummary(
         input=str(config.input),
         output_dir=str(out_dir),
-        kept_path=str(out_dir / "kept.jsonl"),
-        rejected_path=str(out_dir / "rejected.jsonl"),
+        kept_path=str(FilterDir(out_dir).kept),
+        rejected_path=str(FilterDir(out_dir).rejected),
         threshold=config.threshold,
         tokenizer=config.tokenizer,
     )
@@ -301,7 +293,7 @@ def run_filter(
             "use --tokenizer unicode"
         )
     summary.seconds = round(time.perf_counter() - started, 3)
-    write_json_atomic(out_dir / "summary.json", summary.model_dump(mode="json"))
+    write_json_atomic(FilterDir(out_dir).summary, summary.model_dump(mode="json"))
     return summary
 
 
@@ -309,9 +301,10 @@ class _Novelty:
     """The novelty stage: the index plus the JSON of every pool text, for rejected lines."""
 
     def __init__(self, config: FilterConfig, references: list[str], frequencies: dict[str, int]):
-        self.index = RougeLIndex(config.threshold, config.tokenizer, frequencies)
-        for text in references:
-            self.index.add(text)  # the pool itself is not deduplicated: it is the user's
+        # The pool itself is not deduplicated: it is the user's.
+        self.index = RougeLIndex.for_pool(
+            config.threshold, config.tokenizer, frequencies, references
+        )
         self.n_references = len(references)
         self.threshold = config.threshold
 
@@ -319,8 +312,8 @@ class _Novelty:
         """Run the novelty stage on a chunk's remaining rows; appends them to `chunk.decided`."""
         if not chunk.texts:
             return
-        self.index.encoder.extend(chunk.new_tokens)
-        matches = self.index.add_if_novel_many(chunk.texts, encoded=chunk.encoded)
+        assert chunk.encoded is not None
+        matches = self.index.add_if_novel_encoded(chunk.texts, chunk.encoded)
         pool, n_ref, decided = self.index.texts, self.n_references, chunk.decided
         for k, match in enumerate(matches):
             if match is None:
@@ -328,18 +321,18 @@ class _Novelty:
                 continue
             chunk.dropped["rouge_l"] += 1
             line = dump_line(
-                Rejected(
-                    stage="novelty",
-                    reason="rouge_l",
-                    text=chunk.texts[k],
+                Rejected.of(
+                    "novelty",
+                    "rouge_l",
+                    chunk.texts[k],
+                    chunk.ids[k],
+                    origin=chunk.origins[k],
                     detail={
                         "most_similar": pool[match.index],
                         "score": match.score,
                         "in": "reference" if match.index < n_ref else "kept",
                         "threshold": self.threshold,
                     },
-                    id=chunk.ids[k],
-                    origin=chunk.origins[k],
                 )
             )
             decided.append((chunk.lines[k], False, line))

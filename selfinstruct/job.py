@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import shutil
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +75,12 @@ class JobResult(BaseModel):
 
 
 class JobRunner:
-    def __init__(self, path: Path, force_new_run: bool = False) -> None:
+    def __init__(self, path: Path, force_new_run: bool) -> None:
         self.path = path
         self.job, self.raw = load_job(path)
         self.force_new_run = force_new_run
-        self.state_path = self.job.run_dir / "job.json"
-        self.status_path = self.job.run_dir / "status.json"
+        self.state_path = self.job.files.state
+        self.status_path = self.job.files.status
         self.stages: dict[str, str] = {}
         self._lock_fh: Any = None
 
@@ -155,7 +155,7 @@ class JobRunner:
 
     def _lock(self) -> None:
         self._lock_fh = acquire_lock(
-            self.job.run_dir / "job.lock", f"{self.job.run_dir} is being run by {{holder}}"
+            self.job.files.lock, f"{self.job.run_dir} is being run by {{holder}}"
         )
 
     def _unlock(self) -> None:
@@ -189,90 +189,83 @@ class JobRunner:
         )
 
     def _run_stage(self, stage: str) -> tuple[str, str]:
-        if stage == "generate":
-            from selfinstruct.display import LOG_EVERY, backend_line
-            from selfinstruct.generate import run_generate
+        outcome, message, counts = STAGE_RUNNERS[stage](self.job)
+        log.info(f"{stage}: finished", extra={"stage": stage, "event": "counts", "counts": counts})
+        return outcome, message
 
-            last = [0.0]
 
-            def progress(p: Any) -> None:
-                now = time.monotonic()
-                if now - last[0] < LOG_EVERY and p.accepted < p.target:
-                    return
-                last[0] = now
-                stats = p.backend
-                log.info(
-                    f"generate: accepted {p.accepted}/{p.target}, prompts {p.prompts}, "
-                    f"{backend_line(stats)}",
-                    extra={
-                        "stage": "generate",
-                        "event": "progress",
-                        "counts": {
-                            "accepted": p.accepted,
-                            "prompts": p.prompts,
-                            "requests": p.requests,
-                            "tokens": p.tokens,
-                            "in_flight": stats.in_flight,
-                            "limit": stats.limit,
-                            "retries": stats.retries,
-                            "rate_limited": stats.rate_limited,
-                            "timeouts": stats.timeouts,
-                            **dict(p.rejected),
-                        },
-                    },
-                )
+# -- the stages: each runs its command from the job file and says what it counted ---------
 
-            summary = run_generate(self.job.generate_config(), on_progress=progress)
-            if summary.status != "done":
-                return summary.status, summary.message
-            return "done", summary.message
-        if stage == "filter":
-            from selfinstruct.filtering import run_filter
+StageResult = tuple[str, str, dict[str, Any]]  # outcome, message, counts for the log
 
-            result = run_filter(self.job.filter_config())
-            log.info(
-                "filter: finished",
-                extra={
-                    "stage": "filter",
-                    "event": "counts",
-                    "counts": {"kept": result.kept, **result.dropped},
-                },
-            )
-            return "done", f"kept {result.kept}"
-        if stage == "export":
-            from selfinstruct.export import export
 
-            summary = export(self.job.export_config())
-            log.info(
-                "export: finished",
-                extra={
-                    "stage": "export",
-                    "event": "counts",
-                    "counts": {"examples": summary.examples, **summary.dropped},
-                },
-            )
-            return "done", f"{summary.examples} examples"
-        if stage == "finetune":
-            from selfinstruct.finetune import run_finetune
+def _generate(job: JobFile) -> StageResult:
+    from selfinstruct.display import progress_line, throttled
+    from selfinstruct.generate import run_generate
 
-            summary = run_finetune(self.job.finetune_config())
-            log.info(
-                "finetune: finished",
-                extra={"stage": "finetune", "event": "counts", "counts": {"steps": summary.steps}},
-            )
-            return "done", f"{summary.steps} steps"
-        from selfinstruct.evaluation import run_eval
-
-        result = run_eval(self.job.eval_config())
+    def progress(p: Any) -> None:
+        stats = p.backend
         log.info(
-            "eval: finished",
+            f"generate: {progress_line(p)}",
             extra={
-                "stage": "eval",
-                "event": "counts",
-                "counts": {v.name: round(v.rouge_l, 4) for v in result.variants},
+                "stage": "generate",
+                "event": "progress",
+                "counts": {
+                    "accepted": p.accepted,
+                    "prompts": p.prompts,
+                    "requests": p.requests,
+                    "tokens": p.tokens,
+                    "in_flight": stats.in_flight,
+                    "limit": stats.limit,
+                    "retries": stats.retries,
+                    "rate_limited": stats.rate_limited,
+                    "timeouts": stats.timeouts,
+                    **dict(p.rejected),
+                },
             },
         )
-        return "done", "evaluated"
+
+    summary = run_generate(job.generate_config(), on_progress=throttled(progress))
+    counts = {"accepted": summary.accepted, "requests": summary.requests, **summary.rejected}
+    return summary.status, summary.message, counts
+
+
+def _filter(job: JobFile) -> StageResult:
+    from selfinstruct.filtering import run_filter
+
+    result = run_filter(job.filter_config())
+    return "done", f"kept {result.kept}", {"kept": result.kept, **result.dropped}
+
+
+def _export(job: JobFile) -> StageResult:
+    from selfinstruct.export import export
+
+    summary = export(job.export_config())
+    counts = {"examples": summary.examples, **summary.dropped}
+    return "done", f"{summary.examples} examples", counts
+
+
+def _finetune(job: JobFile) -> StageResult:
+    from selfinstruct.finetune import run_finetune
+
+    summary = run_finetune(job.finetune_config())
+    return "done", f"{summary.steps} steps", {"steps": summary.steps}
+
+
+def _eval(job: JobFile) -> StageResult:
+    from selfinstruct.evaluation import run_eval
+
+    result = run_eval(job.eval_config())
+    return "done", "evaluated", {v.name: round(v.rouge_l, 4) for v in result.variants}
+
+
+STAGE_RUNNERS: dict[str, Callable[[JobFile], StageResult]] = {
+    "generate": _generate,
+    "filter": _filter,
+    "export": _export,
+    "finetune": _finetune,
+    "eval": _eval,
+}
 
 
 class JsonFormatter(logging.Formatter):

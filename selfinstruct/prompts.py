@@ -1,18 +1,15 @@
-"""Prompt templates for each Self-Instruct stage, and the few-shot examples that go into them.
+"""Prompt templates, and the few-shot seed tasks that go into them.
 
-Templates live in `prompts/` as plain text with `{placeholders}`; each stage has a
-completion-style template for base models and a `.chat` one for chat models. The parsers that
-read the answers back are in `parsing.py`.
-
-A completion prompt ends exactly where the model should start writing, as in the paper's code:
-the instruction list ends with the next number ("9."), the classification question ends with
-"Is it classification?" (the answer follows on the same line; a newline there would meet the
-"\\n" stop before the answer), and an instance prompt ends with "Task: ...\\n".
+Templates live in `data/prompts/` as plain text with `{placeholders}`; each stage has a
+completion-style template for base models and a `.chat` one for chat models. What goes into a
+template, and how its answer is read back, belongs to the stage (`selfinstruct/stages/`); this
+module only loads the text and chooses demonstrations.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,44 +17,27 @@ from typing import Any, Literal
 from selfinstruct.backends.base import Prompt
 from selfinstruct.config import PROMPTS_DIR
 from selfinstruct.errors import ConfigError
-from selfinstruct.parsing import one_line
-from selfinstruct.records import Instance, Task
+from selfinstruct.records import Task
 from selfinstruct.similarity import RougeLIndex
 from selfinstruct.tokens import TokenizerName
-
-STAGES = (
-    "instructions",
-    "instructions_classification",
-    "is_classification",
-    "instances_input_first",
-    "instances_output_first",
-)
-# What a completion prompt ends with after its template text (see the module docstring).
-_COMPLETION_ENDING = {
-    "instructions": "",
-    "instructions_classification": "",
-    "is_classification": "",
-    "instances_input_first": "\n",
-    "instances_output_first": "\n",
-}
 
 
 @dataclass(frozen=True)
 class Templates:
-    """The text of every stage's template, completion and chat variants."""
+    """The text of the named templates, completion and chat variants."""
 
     completion: dict[str, str]
     chat: dict[str, str]
 
     @classmethod
-    def load(cls, directory: Path | None = None) -> Templates:
+    def load(cls, names: Sequence[str], directory: Path | None = None) -> Templates:
         directory = directory or PROMPTS_DIR
         completion, chat = {}, {}
-        for stage in STAGES:
+        for name in names:
             for variant, target in (("", completion), (".chat", chat)):
-                path = directory / f"{stage}{variant}.txt"
+                path = directory / f"{name}{variant}.txt"
                 try:
-                    target[stage] = path.read_text(encoding="utf-8")
+                    target[name] = path.read_text(encoding="utf-8")
                 except OSError as exc:
                     raise ConfigError(
                         f"{path}: cannot read prompt template ({exc.strerror}); point "
@@ -65,98 +45,14 @@ class Templates:
                     ) from None
         return cls(completion, chat)
 
-    def render(self, stage: str, chat: bool, **values: object) -> Prompt:
-        template = (self.chat if chat else self.completion)[stage]
+    def render(self, name: str, chat: bool, ending: str = "", **values: object) -> Prompt:
+        """The filled template: one user message for chat, else text followed by `ending`
+        (where a completion prompt leaves the model to write)."""
+        template = (self.chat if chat else self.completion)[name]
         text = template.format(**values).rstrip("\n")
         if chat:
             return [{"role": "user", "content": text}]
-        return text + _COMPLETION_ENDING[stage]
-
-
-# -- stage 1: new instructions -------------------------------------------------------------
-
-
-def instruction_examples(instructions: list[str]) -> str:
-    return "\n".join(f"{i}. {one_line(text)}" for i, text in enumerate(instructions, start=1))
-
-
-def render_instructions(
-    templates: Templates,
-    examples: list[str],
-    chat: bool,
-    count: int,
-    classification: bool = False,
-) -> Prompt:
-    """Few-shot prompt for new instructions; completion prompts end with the next number.
-
-    `classification`: the prompt shows classification seeds only and asks for classification
-    tasks (the paper's `--use_clf_seed_tasks_only`, which it used to get more of them).
-    """
-    stage = "instructions_classification" if classification else "instructions"
-    listing = instruction_examples(examples)
-    nxt = len(examples) + 1
-    if chat:
-        return templates.render(stage, True, examples=listing, count=count, next=nxt)
-    return templates.render(stage, False, examples=f"{listing}\n{nxt}.")
-
-
-# -- stage 3: classification or not --------------------------------------------------------
-
-
-def classification_examples(tasks: list[Task]) -> str:
-    return "\n\n".join(
-        f"Task: {one_line(t.instruction)}\nIs it classification? "
-        f"{'Yes' if t.is_classification else 'No'}"
-        for t in tasks
-    )
-
-
-def render_is_classification(
-    templates: Templates, examples: list[Task], instruction: str, chat: bool
-) -> Prompt:
-    return templates.render(
-        "is_classification",
-        chat,
-        examples=classification_examples(examples),
-        instruction=one_line(instruction),
-    )
-
-
-# -- stage 4: instances --------------------------------------------------------------------
-
-
-def _input_first_block(task: Task) -> str:
-    # A task without input shows only its output, as in the paper's demonstrations.
-    return "\n\n".join(
-        (f"Input: {i.input}\n" if i.input else "") + f"Output: {i.output}" for i in task.instances
-    )
-
-
-def _output_first_block(task: Task) -> str:
-    # Each label with its input, as the paper's output-first demonstrations show them.
-    return "\n".join(_labelled(i) for i in task.instances)
-
-
-def _labelled(inst: Instance) -> str:
-    return f"Class label: {inst.output}" + (f"\nInput: {inst.input}" if inst.input else "")
-
-
-def input_first_examples(tasks: list[Task]) -> str:
-    return "\n\n".join(f"Task: {one_line(t.instruction)}\n{_input_first_block(t)}" for t in tasks)
-
-
-def output_first_examples(tasks: list[Task]) -> str:
-    return "\n\n".join(f"Task: {one_line(t.instruction)}\n{_output_first_block(t)}" for t in tasks)
-
-
-def render_instances(
-    templates: Templates, examples: list[Task], instruction: str, classification: bool, chat: bool
-) -> Prompt:
-    if classification:
-        stage, shown = "instances_output_first", output_first_examples(examples)
-    else:
-        stage, shown = "instances_input_first", input_first_examples(examples)
-    return templates.render(stage, chat, examples=shown, instruction=one_line(instruction))
+        return text + ending
 
 
 # -- choosing the few-shot examples --------------------------------------------------------
@@ -176,7 +72,7 @@ class Demonstrations:
     """
 
     def __init__(
-        self, seeds: list[Task], choice: DemoChoice, seed: int, tokenizer: TokenizerName = "rouge"
+        self, seeds: list[Task], choice: DemoChoice, seed: int, tokenizer: TokenizerName
     ) -> None:
         self.choice = choice
         self.classification = [t for t in seeds if t.is_classification]

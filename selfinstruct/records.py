@@ -65,6 +65,23 @@ class Rejected(BaseModel):
     id: str | None = None
     origin: str | None = None
 
+    @classmethod
+    def of(
+        cls,
+        stage: str,
+        reason: str,
+        text: str,
+        id: str | None = None,
+        *,
+        origin: str | None = None,
+        detail: dict[str, Any] | None = None,
+        **more: Any,
+    ) -> Rejected:
+        """The one way anything records what it dropped: where, why, what, and the detail
+        (`detail`, and any further keyword arguments, merged)."""
+        merged = {**(detail or {}), **more}
+        return cls(stage=stage, reason=reason, text=text, detail=merged, id=id, origin=origin)
+
 
 @dataclass(frozen=True, slots=True)
 class Row:
@@ -246,9 +263,7 @@ def _iter_json_list(path: Path, data: bytes) -> Iterator[Row | BadRow]:
         yield _parse(obj, path, index, json.dumps(obj, ensure_ascii=False), unit="item")
 
 
-def read_rows(
-    path: str | os.PathLike[str], *, skip_bad_rows: bool = False
-) -> Iterator[Row | BadRow]:
+def read_rows(path: str | os.PathLike[str], *, skip_bad_rows: bool) -> Iterator[Row | BadRow]:
     """Like `iter_rows`, but a bad row raises InputError unless `skip_bad_rows` is set.
 
     A repeated task id is a bad row too: ids name tasks in rejected.jsonl and in provenance.
@@ -284,7 +299,7 @@ def _with_duplicates_marked(
 
 def read_tasks(path: str | os.PathLike[str]) -> list[Task]:
     """Read every task of a file; any bad row raises InputError naming file and line."""
-    return [item.task for item in read_rows(path) if isinstance(item, Row)]
+    return [item.task for item in read_rows(path, skip_bad_rows=False) if isinstance(item, Row)]
 
 
 def write_jsonl(path: str | os.PathLike[str], records: Iterable[BaseModel | dict[str, Any]]) -> int:

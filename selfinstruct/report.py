@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from selfinstruct.errors import SelfInstructError
 from selfinstruct.records import Rejected, Task, read_tasks
+from selfinstruct.rundir import RunDir
 from selfinstruct.similarity import RougeLIndex
 from selfinstruct.stats import table1, table1_rows
 from selfinstruct.store import RunStore, generate_dir
@@ -77,7 +78,7 @@ def build_report(
     if not seed_path or not Path(seed_path).exists():
         raise SelfInstructError(f"{gen}: cannot find the seed tasks of this run; pass --seeds")
     seed_texts = [t.instruction for t in read_tasks(seed_path)]
-    out = output_dir or run / "report"
+    out = output_dir or RunDir(run).report
     out.mkdir(parents=True, exist_ok=True)
     images: dict[str, bytes] = {}
 
@@ -99,7 +100,8 @@ def build_report(
     plt.close(fig)
 
     # Figure 3 of the paper: ROUGE-L of each task to its most similar seed instruction.
-    index = RougeLIndex(prune=False)
+    # Scores only (no threshold applies), with the paper's tokens, as its Figure 3.
+    index = RougeLIndex(1.0, "rouge", prune=False)
     for text in seed_texts:
         index.add(text)
     best = [float(index.scores(t.instruction).max()) for t in tasks] if seed_texts else []
@@ -172,7 +174,7 @@ def build_report(
 
 def quality_section(gen: Path, tasks: list[Task]) -> str:
     """The paper's Table 2 beside this run's human review and LLM-judge audit."""
-    from selfinstruct.quality import QUALITY_NOTE, quality_figures
+    from selfinstruct.stats import QUALITY_NOTE, quality_figures
 
     esc = html.escape
     figures = quality_figures(gen, {t.id for t in tasks})

@@ -31,7 +31,6 @@ from selfinstruct.quality import (
     EVENT,
     QUESTION_TEXT,
     QUESTIONS,
-    REVIEW_FILE,
     AnswerEvent,
     DropEvent,
     EditEvent,
@@ -41,6 +40,7 @@ from selfinstruct.quality import (
     read_review,
 )
 from selfinstruct.records import Task
+from selfinstruct.rundir import RunDir
 from selfinstruct.store import EventLog, RunStore, acquire_lock, generate_dir
 
 PAGE = DATA_DIR / "review" / "page.html"
@@ -56,9 +56,9 @@ class ReviewSession:
         if not tasks:
             raise SelfInstructError(f"{self.run}: no accepted tasks to review yet")
         self.tasks: dict[str, Task] = {t.id: t for t in tasks}
-        self.path = self.run / REVIEW_FILE
+        self.path = RunDir(self.run).review
         self._lock_file = acquire_lock(
-            self.run / "review.lock",
+            RunDir(self.run).review_lock,
             "this run is already open for review ({holder}); close that page's server first",
         )
         self._lock = threading.Lock()

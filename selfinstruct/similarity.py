@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import math
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -244,6 +244,43 @@ def _pairs(hits: _Hits) -> _Hits:
     return pairs._replace(bound=np.minimum(pairs.bound, positional))
 
 
+@dataclass(frozen=True)
+class EncodedBatch:
+    """Texts encoded in another process by a `WorkerEncoder`, for `add_if_novel_encoded`."""
+
+    sequences: list[str | tuple[int, ...]]
+    new_tokens: list[str]  # the tokens the worker met first in these texts, in that order
+    vocabulary_before: int  # the worker's vocabulary before these texts, to check the pairing
+
+
+class WorkerEncoder:
+    """Encodes texts for a `RougeLIndex` that lives in another process.
+
+    The index and this encoder are built from the same token frequencies and the same pool,
+    in the same order, so their encoders assign every token the same symbol; each batch then
+    carries the tokens it met first, which the index adds before deciding (in the same order),
+    so the two stay identical. `add_if_novel_encoded` checks the pairing and refuses a batch
+    whose encoder has drifted, rather than deciding on wrong symbols.
+    """
+
+    def __init__(
+        self,
+        tokenizer: TokenizerName,
+        token_frequencies: Mapping[str, int] | None,
+        pool: Iterable[str],
+    ) -> None:
+        self.tokenize = TOKENIZERS[tokenizer]
+        self._encoder = TokenEncoder(token_frequencies)
+        for text in pool:
+            self._encoder.encode(self.tokenize(text))
+
+    def encode(self, tokens: Sequence[list[str]]) -> EncodedBatch:
+        """The sequences of these tokenized texts, with the tokens first met in them."""
+        before = len(self._encoder)
+        sequences = [self._encoder.encode(toks) for toks in tokens]
+        return EncodedBatch(sequences, self._encoder.tokens_from(before), before)
+
+
 class RougeLIndex:
     """An incremental pool of texts that answers "is this new text novel enough?" exactly.
 
@@ -257,8 +294,8 @@ class RougeLIndex:
 
     def __init__(
         self,
-        threshold: float = 0.7,
-        tokenizer: TokenizerName = "rouge",
+        threshold: float,
+        tokenizer: TokenizerName,
         token_frequencies: Mapping[str, int] | None = None,
         *,
         prune: bool = True,
@@ -551,13 +588,39 @@ class RougeLIndex:
             self._add(text, enc)
         return match
 
+    @classmethod
+    def for_pool(
+        cls,
+        threshold: float,
+        tokenizer: TokenizerName,
+        token_frequencies: Mapping[str, int] | None,
+        pool: Iterable[str],
+    ) -> RougeLIndex:
+        """An index holding `pool`, paired with `WorkerEncoder(tokenizer, frequencies, pool)`
+        made from the same arguments in another process."""
+        index = cls(threshold, tokenizer, token_frequencies)
+        for text in pool:
+            index.add(text)
+        return index
+
+    def add_if_novel_encoded(self, texts: Sequence[str], batch: EncodedBatch) -> list[Match | None]:
+        """`add_if_novel_many` for texts a paired `WorkerEncoder` encoded (see there)."""
+        if len(self.encoder) != batch.vocabulary_before:
+            raise RuntimeError(
+                f"the worker's encoder knew {batch.vocabulary_before} tokens and the index's "
+                f"{len(self.encoder)}: they were not built from the same pool, or the index "
+                "encoded other texts meanwhile"
+            )
+        self.encoder.extend(batch.new_tokens)
+        return self.add_if_novel_many(texts, encoded=batch.sequences)
+
     def add_if_novel_many(
         self,
         texts: Sequence[str],
         tokens: Sequence[list[str]] | None = None,
         *,
         encoded: Sequence[str | tuple[int, ...]] | None = None,
-        batch_size: int = 64,
+        probe_batch: int = 64,
     ) -> list[Match | None]:
         """`add_if_novel` for each text in order, with the same decisions, but faster.
 
@@ -568,10 +631,10 @@ class RougeLIndex:
         `self.encoder` (see `TokenEncoder`), instead of tokens.
         """
         results: list[Match | None] = []
-        for start in range(0, len(texts), batch_size):
-            chunk = texts[start : start + batch_size]
-            chunk_tokens = tokens[start : start + batch_size] if tokens is not None else None
-            chunk_encoded = encoded[start : start + batch_size] if encoded is not None else None
+        for start in range(0, len(texts), probe_batch):
+            chunk = texts[start : start + probe_batch]
+            chunk_tokens = tokens[start : start + probe_batch] if tokens is not None else None
+            chunk_encoded = encoded[start : start + probe_batch] if encoded is not None else None
             encs = self._encode_many(chunk, chunk_tokens, chunk_encoded)
             pool_best = self._pool_best(encs)
             earlier = self._batch_candidates(encs)

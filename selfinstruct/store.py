@@ -31,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 from selfinstruct.atomic import write_json_atomic
 from selfinstruct.errors import RunLockedError, SelfInstructError
 from selfinstruct.records import Rejected, Task, dump_line
+from selfinstruct.rundir import RunDir
 
 T = TypeVar("T")
 
@@ -172,11 +173,7 @@ class EventLog:
 
 def generate_dir(run: Path) -> Path:
     """The folder holding a run's tasks.jsonl: the run itself, or a job's generate/ stage."""
-    if (run / "tasks.jsonl").exists():
-        return run
-    if (run / "generate" / "tasks.jsonl").exists():
-        return run / "generate"
-    raise SelfInstructError(f"{run}: no tasks.jsonl here or in generate/; give a run directory")
+    return RunDir.find(run).path
 
 
 class RunStore:
@@ -184,12 +181,13 @@ class RunStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.tasks_path = path / "tasks.jsonl"
-        self.rejected_path = path / "rejected.jsonl"
-        self.journal_path = path / "requests.jsonl"
-        self.commits_path = path / "commits.jsonl"
-        self.manifest_path = path / "manifest.json"
-        self.usage_path = path / "usage.json"
+        self.files = files = RunDir(path)
+        self.tasks_path = files.tasks
+        self.rejected_path = files.rejected
+        self.journal_path = files.requests
+        self.commits_path = files.commits
+        self.manifest_path = files.manifest
+        self.usage_path = files.usage
         self._lock_fh: Any = None
         self._files: dict[str, Any] = {}
         self.journal: dict[str, JournalEntry] = {}
@@ -240,7 +238,7 @@ class RunStore:
 
     def _lock(self) -> None:
         self._lock_fh = acquire_lock(
-            self.path / "lock",
+            self.files.lock,
             f"{self.path} is being written by {{holder}}; wait for it to "
             "finish or use another --run-dir",
         )

@@ -151,7 +151,7 @@ def as_ids(seq: str | tuple[int, ...]) -> tuple[int, ...]:
     return tuple(cp if cp < 0xD800 else cp - 0x800 for cp in map(ord, seq))
 
 
-def document_frequencies(texts: Iterable[str], tokenizer: TokenizerName = "rouge") -> Counter[str]:
+def document_frequencies(texts: Iterable[str], tokenizer: TokenizerName) -> Counter[str]:
     """How many texts contain each token: the rarest-first order for `TokenEncoder`."""
     tokenize = TOKENIZERS[tokenizer]
     freq: Counter[str] = Counter()

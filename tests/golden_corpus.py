@@ -26,7 +26,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from selfinstruct.parsing import parse_instances, parse_instructions, parse_is_classification
+from selfinstruct.stages.classification import parse as parse_is_classification
+from selfinstruct.stages.instances import parse as parse_instances
+from selfinstruct.stages.instructions import parse as parse_instructions
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

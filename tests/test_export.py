@@ -28,12 +28,16 @@ def write_tasks(path: Path) -> Path:
 
 
 def test_one_example_per_instance_and_seeded_templates() -> None:
-    examples = to_examples(TASKS, seed=1).examples
+    examples = to_examples(TASKS, seed=1, max_per_task=None).examples
     assert [e.task_id for e in examples] == ["a", "a", "b"]
     assert "2, 3" in examples[0].prompt and examples[0].response == "5"
     assert examples[2].prompt.endswith("Name a planet.")
-    assert to_examples(TASKS, seed=1).examples == examples
-    prompts = {e.prompt for s in range(20) for e in to_examples(TASKS[:1], seed=s).examples}
+    assert to_examples(TASKS, seed=1, max_per_task=None).examples == examples
+    prompts = {
+        e.prompt
+        for s in range(20)
+        for e in to_examples(TASKS[:1], seed=s, max_per_task=None).examples
+    }
     assert len(prompts) > 2  # the templates vary with the seed
 
 
@@ -85,7 +89,7 @@ def test_run_directory_and_empty_input(tmp_path: Path) -> None:
 
 
 def test_judge_letter() -> None:
-    from selfinstruct.evaluation import judge_letter
+    from selfinstruct.judge import grade_letter as judge_letter
 
     assert judge_letter("B") == "B"
     assert judge_letter(" A - correct") == "A"
@@ -111,7 +115,7 @@ def test_duplicates_are_written_once_and_tasks_are_capped(tmp_path: Path) -> Non
     rows = json.loads((tmp_path / "o.jsonl").read_text())
     assert summary.examples == len(rows) == 6
     assert len({(r["instruction"], r["input"], r["output"]) for r in rows}) == 6
-    assert len(to_examples([seven], max_per_task=None).examples) == 7
+    assert len(to_examples([seven], seed=0, max_per_task=None).examples) == 7
 
 
 def test_include_seed_tasks(tmp_path: Path) -> None:

@@ -142,6 +142,7 @@ def test_a_canary_key_reaches_no_file_log_or_error(tmp_path: Path) -> None:
 
     from selfinstruct.backends.base import SamplingParams
     from selfinstruct.backends.openai_compat import OpenAIBackend
+    from selfinstruct.config import OpenAIOptions
 
     def echoing(body: dict, n: int) -> list:
         # A careless proxy: error bodies repeat the request's credentials.
@@ -152,9 +153,9 @@ def test_a_canary_key_reaches_no_file_log_or_error(tmp_path: Path) -> None:
     with FakeOpenAI(echoing) as server:
         os.environ["OPENAI_API_KEY"] = CANARY
         try:
-            done = OpenAIBackend("m", [server.url], chat=False, backoff_base=0.01).generate(
-                ["Task: x\n"] * 9, SamplingParams()
-            )
+            done = OpenAIBackend(
+                "m", OpenAIOptions(base_url=[server.url]), chat=False, backoff_base=0.01
+            ).generate(["Task: x\n"] * 9, SamplingParams())
         finally:
             del os.environ["OPENAI_API_KEY"]
         assert all(CANARY not in (c.error or "") for c in done)

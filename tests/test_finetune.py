@@ -91,7 +91,7 @@ def test_lora_training_end_to_end(
     tokenizer = AutoTokenizer.from_pretrained(base)
     before = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     reference = {k: v.clone() for k, v in before.state_dict().items()}
-    examples = to_examples(read_tasks(small_run / "tasks.jsonl")).examples[:12]
+    examples = to_examples(read_tasks(small_run / "tasks.jsonl"), 0, None).examples[:12]
     loss_before = response_loss(before, tokenizer, examples)
 
     model = PeftModel.from_pretrained(before, str(adapter))  # reloads
@@ -102,7 +102,7 @@ def test_lora_training_end_to_end(
     loss_after = response_loss(model, tokenizer, examples)
     assert loss_after < loss_before
 
-    backend = LocalBackend.from_loaded(model, tokenizer, "tuned")
+    backend = LocalBackend.from_loaded(model, tokenizer, "tuned", chat=True, batch_size=32)
     done = backend.generate(
         [[{"role": "user", "content": examples[0].prompt}]],
         SamplingParams(temperature=0.0, max_tokens=12),

@@ -10,8 +10,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from selfinstruct.parsing import parse_instances, parse_instructions, parse_is_classification
 from selfinstruct.records import BadRow, Instance, Row, Task, iter_rows, row_to_task
+from selfinstruct.stages.classification import parse as parse_is_classification
+from selfinstruct.stages.instances import parse as parse_instances
+from selfinstruct.stages.instructions import parse as parse_instructions
 
 # Text that looks like what models write: numbered lists, labels, chatter, odd whitespace.
 PIECES = st.sampled_from(

@@ -93,7 +93,7 @@ def test_every_filter_and_routing(tmp_path: Path) -> None:
             return "\nInput: same\nOutput: one\n\nInput: same\nOutput: two\n"
         return None
 
-    backend = ScriptedBackend(rules=[rule])
+    backend = ScriptedBackend(answers=[rule])
     run_generate(config(tmp_path, target_tasks=3, window=2), backend)
     rejected = read(tmp_path / "run" / "rejected.jsonl")
     reasons = {(r["stage"], r["reason"]) for r in rejected}
@@ -116,7 +116,7 @@ def test_every_filter_and_routing(tmp_path: Path) -> None:
 
 
 def test_no_progress_stops_with_a_reason(tmp_path: Path) -> None:
-    backend = ScriptedBackend(rules=[lambda text: " Draw a map of the city.\n"], canned=False)
+    backend = ScriptedBackend(answers=[lambda text: " Draw a map of the city.\n"], canned=False)
     summary = run_generate(config(tmp_path, no_progress_prompts=3), backend)
     assert summary.status == "stalled" and summary.prompts == 3
     assert "3 instruction prompts in a row" in summary.message and "keyword" in summary.message
@@ -163,7 +163,7 @@ def test_failed_requests_are_asked_again_or_dropped_with_a_reason(tmp_path: Path
             return Completion(text="", finish_reason="error", error="HTTP 400: too long")
         return None
 
-    backend = ScriptedBackend(rules=[flaky])
+    backend = ScriptedBackend(answers=[flaky])
     summary = run_generate(config(tmp_path, target_tasks=10), backend)
     assert summary.status == "done" and failures == {"transient": 0, "final": 0}
     journal = read(tmp_path / "run" / "requests.jsonl")

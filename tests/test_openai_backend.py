@@ -10,15 +10,21 @@ from fake_openai import FakeOpenAI
 
 from selfinstruct.backends.base import BackendError, SamplingParams
 from selfinstruct.backends.openai_compat import OpenAIBackend
-from selfinstruct.config import GenerateConfig
+from selfinstruct.config import GenerateConfig, OpenAIOptions
 from selfinstruct.generate import run_generate
 
 PARAMS = SamplingParams(max_tokens=20, stop=("\n\n",))
 
 
+def make_client(urls: list[str], chat: bool = False, **kw) -> OpenAIBackend:
+    """A backend for `urls`; keywords are options, or the retry loop's tunables."""
+    tunables = {k: kw.pop(k) for k in ("backoff_base", "connect_grace") if k in kw}
+    return OpenAIBackend("m", OpenAIOptions(base_url=urls, **kw), chat=chat, **tunables)
+
+
 def backend(server: FakeOpenAI, **kw) -> OpenAIBackend:
-    options = {"chat": False, "max_retries": 3, "backoff_base": 0.01, "timeout": 5.0, **kw}
-    return OpenAIBackend("test-model", [server.url], **options)
+    options = {"max_retries": 3, "backoff_base": 0.01, "timeout": 5.0, **kw}
+    return make_client([server.url], **options)
 
 
 def test_completions_and_chat_endpoints() -> None:
@@ -28,7 +34,7 @@ def test_completions_and_chat_endpoints() -> None:
         assert done[0].finish_reason == "length" and done[0].usage.completion_tokens == 2
         # Sent concurrently, so they may arrive in either order; results keep the prompts' order.
         assert {b["prompt"] for b in server.bodies} == {"Say hi", "Say bye"}
-        assert server.bodies[0]["stop"] == ["\n\n"] and server.bodies[0]["model"] == "test-model"
+        assert server.bodies[0]["stop"] == ["\n\n"] and server.bodies[0]["model"] == "m"
         chat = backend(server, chat=True).generate([[{"role": "user", "content": "Hi"}]], PARAMS)
         assert chat[0].text == "hello there"
         assert server.bodies[-1]["messages"] == [{"role": "user", "content": "Hi"}]
@@ -83,7 +89,7 @@ def test_a_server_that_never_answers_is_exit_3_within_seconds() -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    client = OpenAIBackend("m", [url], chat=False, backoff_base=0.05, connect_grace=1.0)
+    client = make_client([url], backoff_base=0.05, connect_grace=1.0)
     start = time.perf_counter()
     with pytest.raises(BackendError, match="cannot reach the server") as err:
         client.generate(["x"], PARAMS)
@@ -123,7 +129,7 @@ def test_concurrency_is_bounded_and_shrinks_after_429() -> None:
 
 def test_requests_are_spread_over_servers() -> None:
     with FakeOpenAI() as one, FakeOpenAI() as two:
-        client = OpenAIBackend("m", [one.url, two.url], chat=False, backoff_base=0.01)
+        client = make_client([one.url, two.url], backoff_base=0.01)
         client.generate(["Task: x\n"] * 10, PARAMS)
         assert len(one.bodies) == 5 and len(two.bodies) == 5
 
@@ -150,15 +156,15 @@ def test_generate_loop_over_http(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 def test_vllm_servers_are_not_sent_a_seed_unless_asked() -> None:
     seeded = SamplingParams(max_tokens=20, seed=7, presence_penalty=1.0)
     with FakeOpenAI(owned_by="vllm") as vllm, FakeOpenAI(owned_by="system") as other:
-        OpenAIBackend("m", [vllm.url, other.url], chat=False).generate(["a"] * 6, seeded)
+        make_client([vllm.url, other.url]).generate(["a"] * 6, seeded)
         assert vllm.model_lists == 1 and other.model_lists == 1  # asked once, before use
         assert vllm.bodies and all("seed" not in b for b in vllm.bodies)
         assert other.bodies and all(b["seed"] == 7 for b in other.bodies)
     with FakeOpenAI(owned_by="vllm") as vllm:  # --no-omit-param: everything is sent
-        OpenAIBackend("m", [vllm.url], chat=False, omit_params=[]).generate(["a"], seeded)
+        make_client([vllm.url], omit_params=[]).generate(["a"], seeded)
         assert vllm.bodies[0]["seed"] == 7
     with FakeOpenAI(owned_by="vllm") as vllm:  # --omit-param replaces the default
-        client = OpenAIBackend("m", [vllm.url], chat=False, omit_params=["presence_penalty"])
+        client = make_client([vllm.url], omit_params=["presence_penalty"])
         client.generate(["a"], seeded)
         assert vllm.bodies[0]["seed"] == 7 and "presence_penalty" not in vllm.bodies[0]
 
@@ -206,7 +212,7 @@ def test_a_dead_server_is_taken_out_and_the_others_carry_the_run(
             return [("ok", "fine")]
 
         two.brain = kill_two_after_five
-        client = OpenAIBackend("m", [one.url, two.url], chat=False, backoff_base=0.01)
+        client = make_client([one.url, two.url], backoff_base=0.01)
         with caplog.at_level("WARNING", logger="selfinstruct"):
             done = client.generate([f"p{k}" for k in range(60)], PARAMS)
         assert [c.text for c in done] == ["fine"] * 60
@@ -237,9 +243,7 @@ def test_a_server_that_answered_500_then_vanished_is_reported_as_failed() -> Non
 
 def test_every_server_dead_mid_run_is_exit_3_naming_each() -> None:
     with FakeOpenAI() as one, FakeOpenAI() as two:
-        client = OpenAIBackend(
-            "m", [one.url, two.url], chat=False, outage_wait=1.0, backoff_base=0.05
-        )
+        client = make_client([one.url, two.url], outage_wait=1.0, backoff_base=0.05)
         assert len(client.generate(["a", "b"], PARAMS)) == 2
         one.kill()
         two.kill()

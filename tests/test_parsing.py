@@ -8,14 +8,12 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from selfinstruct.parsing import (
-    clean_input,
-    needs_input,
-    parse_instances,
-    parse_instructions,
-    parse_is_classification,
-)
 from selfinstruct.records import Instance
+from selfinstruct.stages.classification import parse as parse_is_classification
+from selfinstruct.stages.instances import needs_input
+from selfinstruct.stages.instances import parse as parse_instances
+from selfinstruct.stages.instructions import parse as parse_instructions
+from selfinstruct.stages.text import clean_input
 
 
 def pairs(text: str, classification: bool = False, instruction: str = "") -> list[tuple[str, str]]:

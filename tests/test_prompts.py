@@ -4,16 +4,14 @@ from __future__ import annotations
 
 from conftest import SEED_FILE
 
-from selfinstruct.prompts import (
-    Demonstrations,
-    Templates,
-    render_instances,
-    render_instructions,
-    render_is_classification,
-)
+from selfinstruct.prompts import Demonstrations
 from selfinstruct.records import Instance, Task, read_tasks
+from selfinstruct.stages import load_templates
+from selfinstruct.stages.classification import render as render_is_classification
+from selfinstruct.stages.instances import render as render_instances
+from selfinstruct.stages.instructions import render as render_instructions
 
-T = Templates.load()
+T = load_templates()
 SEEDS = read_tasks(SEED_FILE)
 
 
@@ -60,7 +58,7 @@ def test_instance_prompts_route_by_type_and_show_several_instances() -> None:
 
 def test_demonstrations_show_several_instances_and_both_answers() -> None:
     # Defect 11: the prompt asks for several examples, so the demonstrations show several.
-    demos = Demonstrations(SEEDS, "similar", seed=0)
+    demos = Demonstrations(SEEDS, "similar", seed=0, tokenizer="rouge")
     clf = demos.for_instances("Decide whether the tweet is sarcastic or sincere.", True, 3)
     assert len(clf) == 3
     assert all(len({i.output for i in t.instances}) >= 2 for t in clf)
@@ -73,18 +71,22 @@ def test_demonstrations_show_several_instances_and_both_answers() -> None:
 
 
 def test_similar_demonstrations_put_the_nearest_seed_last() -> None:
-    demos = Demonstrations(SEEDS, "similar", seed=0)
+    demos = Demonstrations(SEEDS, "similar", seed=0, tokenizer="rouge")
     target = next(t for t in SEEDS if t.is_classification and len(t.instances) > 1)
     shown = demos.for_classification(target.instruction, 12)
     assert shown[-1].instruction == target.instruction
-    again = Demonstrations(SEEDS, "similar", seed=5).for_classification(target.instruction, 12)
+    again = Demonstrations(SEEDS, "similar", seed=5, tokenizer="rouge").for_classification(
+        target.instruction, 12
+    )
     assert [t.id for t in again] == [t.id for t in shown]  # depends on the seed file only
 
 
 def test_random_demonstrations_are_one_fixed_set() -> None:
-    demos = Demonstrations(SEEDS, "random", seed=3)
+    demos = Demonstrations(SEEDS, "random", seed=3, tokenizer="rouge")
     a = demos.for_classification("Is the review positive?", 12)
     b = demos.for_classification("Write a haiku about rain.", 12)
     assert [t.id for t in a] == [t.id for t in b]
-    other = Demonstrations(SEEDS, "random", seed=4).for_classification("Is it?", 12)
+    other = Demonstrations(SEEDS, "random", seed=4, tokenizer="rouge").for_classification(
+        "Is it?", 12
+    )
     assert [t.id for t in other] != [t.id for t in a]

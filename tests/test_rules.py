@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from selfinstruct.records import Instance
-from selfinstruct.rules import PAPER_KEYWORDS, RuleConfig, RuleFilter, filter_instances
+from selfinstruct.rules import PAPER_KEYWORDS, RuleConfig, RuleFilter
+from selfinstruct.stages.instances import filter_instances
 
 
 @pytest.mark.parametrize(

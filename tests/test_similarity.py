@@ -41,11 +41,11 @@ def reference_filter(
 def index_filter(
     texts: list[str], threshold: float, pool: list[str] | None = None, mode: str = "many", **kwargs
 ) -> list[tuple[int, float] | None]:
-    index = RougeLIndex(threshold, **kwargs)
+    index = RougeLIndex(threshold, kwargs.pop("tokenizer", "rouge"), **kwargs)
     for text in pool or []:
         index.add(text)
     if mode == "many":
-        matches = index.add_if_novel_many(texts, batch_size=3)
+        matches = index.add_if_novel_many(texts, probe_batch=3)
     else:
         matches = [index.add_if_novel(text) for text in texts]
     return [None if m is None else (m.index, m.score) for m in matches]
@@ -66,7 +66,7 @@ def test_rouge_tokenizer_equals_reference(text: str) -> None:
 
 @given(TEXTS, TEXTS)
 def test_fmeasure_bit_for_bit(a: str, b: str) -> None:
-    index = RougeLIndex()
+    index = RougeLIndex(0.7, "rouge")
     index.add(a)
     assert index.scores(b)[0] == reference_score(a, b)
 
@@ -97,7 +97,7 @@ def test_exact_ties_are_decided_like_the_reference(m: int, n: int, dropped: bool
     # formula like 2·LCS/(m+n) would keep all three.
     earlier, new = _with_tail("x", m - 7), _with_tail("y", n - 7)
     assert (reference_score(earlier, new) > 0.7) is dropped
-    index = RougeLIndex(0.7)
+    index = RougeLIndex(0.7, "rouge")
     index.add(earlier)
     assert index.is_novel(new) is not dropped
     assert rouge_l_fmeasure(7, m, n) == reference_score(earlier, new)
@@ -133,7 +133,7 @@ def test_real_pair_scores_equal_rouge_score() -> None:
     texts = _real_instructions() + t0_instructions(400)
     for _ in range(300):
         a, b = rng.sample(texts, 2)
-        index = RougeLIndex()
+        index = RougeLIndex(0.7, "rouge")
         index.add(a)
         assert index.scores(b)[0] == reference_score(a, b)
 
@@ -149,15 +149,15 @@ def test_pruned_equals_exhaustive_on_templated_data() -> None:
 def test_decisions_survive_running_out_of_code_points(limit: int) -> None:
     texts = _real_instructions()[:200]
     expected = index_filter(texts, 0.7)
-    index = RougeLIndex(0.7)
+    index = RougeLIndex(0.7, "rouge")
     index.encoder.codepoint_limit = limit  # as if the vocabulary had outgrown Unicode
-    matches = index.add_if_novel_many(texts, batch_size=16)
+    matches = index.add_if_novel_many(texts, probe_batch=16)
     assert [None if m is None else (m.index, m.score) for m in matches] == expected
     assert not index.encoder.codepoints
 
 
 def test_incremental_api() -> None:
-    index = RougeLIndex(0.7)
+    index = RougeLIndex(0.7, "rouge")
     assert index.add_if_novel("Write a poem about the sea.") is None
     assert index.add_if_novel("Summarize the article in two sentences.") is None
     match = index.find_duplicate("Write a short poem about the sea.")
@@ -168,7 +168,7 @@ def test_incremental_api() -> None:
     assert [m.index for m in top] == [0, 1] and top[0].score > top[1].score
     assert index.find_duplicate("!!!") is None  # no tokens: rouge_score gives 0
     with pytest.raises(ValueError):
-        RougeLIndex(1.5)
+        RougeLIndex(1.5, "rouge")
 
 
 def test_unicode_tokenizer_dedups_what_the_reference_cannot() -> None:
@@ -178,10 +178,10 @@ def test_unicode_tokenizer_dedups_what_the_reference_cannot() -> None:
     assert unicode_tokenize(a)[:3] == ["请", "把", "这"]
     assert unicode_tokenize("हिन्दी भाषा") == ["हिन्दी", "भाषा"]  # combining marks kept
     assert unicode_tokenize("Straße") == ["strasse"]
-    rouge = RougeLIndex(0.7)
+    rouge = RougeLIndex(0.7, "rouge")
     rouge.add(a)
     assert rouge.is_novel(b)
-    uni = RougeLIndex(0.7, tokenizer="unicode")
+    uni = RougeLIndex(0.7, "unicode")
     uni.add(a)
     assert not uni.is_novel(b)
 
@@ -227,7 +227,7 @@ def test_signature_bounds_never_undercut_the_overlap(texts: list[str]) -> None:
 
     from selfinstruct import similarity
 
-    index = RougeLIndex()
+    index = RougeLIndex(0.7, "rouge")
     encs = index._encode_many(texts)
     for a in encs:
         for b in encs:

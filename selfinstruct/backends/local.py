@@ -23,6 +23,7 @@ from selfinstruct.backends.base import (
     SamplingParams,
     Usage,
 )
+from selfinstruct.config import LocalOptions
 from selfinstruct.models import BUNDLED, inference_imports, native_bf16, resolve_model
 
 DType = Literal["auto", "float32", "bfloat16"]
@@ -33,20 +34,14 @@ class LocalBackend(BatchedBackend):
 
     name = "local"
 
-    def __init__(
-        self,
-        model: str | None = None,
-        device: str | None = None,
-        chat: bool | None = None,
-        batch_size: int = 32,
-        dtype: DType = "auto",
-    ) -> None:
+    def __init__(self, model: str | None, options: LocalOptions, chat: bool | None = None) -> None:
         super().__init__()
         path = resolve_model(model)
         torch, transformers = inference_imports()
         self._torch = torch
         self.model = BUNDLED if model is None else str(model)
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = options.dtype
         self.dtype = dtype if dtype != "auto" else _auto_dtype(self.device)
         try:
             self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
@@ -57,11 +52,11 @@ class LocalBackend(BatchedBackend):
             raise BackendError(f"cannot load model {path} ({exc})") from None
         self.lm.to(self.device).eval()
         # Few-shot list continuation works best as raw completion even on instruct models.
-        self._attach(bool(chat), batch_size)
+        self._attach(bool(chat), options.local_batch)
 
     @classmethod
     def from_loaded(
-        cls, lm: Any, tokenizer: Any, name: str, chat: bool = True, batch_size: int = 32
+        cls, lm: Any, tokenizer: Any, name: str, *, chat: bool, batch_size: int
     ) -> LocalBackend:
         """Wrap a model that is already loaded (e.g. a base model with a LoRA adapter)."""
         torch, _ = inference_imports()

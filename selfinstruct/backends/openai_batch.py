@@ -30,7 +30,8 @@ from selfinstruct.backends.base import (
     SamplingParams,
     Usage,
 )
-from selfinstruct.backends.openai_compat import request_body
+from selfinstruct.backends.openai_compat import connect, request_body
+from selfinstruct.config import OpenAIBatchOptions
 
 DONE = {"completed"}
 LOST = {"failed", "expired", "cancelled"}  # unanswered requests are sent again
@@ -42,26 +43,19 @@ class OpenAIBatchBackend:
     def __init__(
         self,
         model: str,
-        base_urls: Sequence[str],
+        options: OpenAIBatchOptions,
         registry: Path,
-        api_key_env: str = "OPENAI_API_KEY",
         chat: bool = True,
-        poll_every: float = 30.0,
-        flush_after: float = 2.0,
         max_per_batch: int = 50_000,
     ) -> None:
-        try:
-            import openai
-        except ImportError:  # pragma: no cover - a core dependency
-            raise BackendError("the batch backend needs the openai package") from None
-        url = (list(base_urls) or [os.environ.get("OPENAI_BASE_URL", "")])[0] or None
-        self._key = os.environ.get(api_key_env) or "not-needed"
-        self._client = openai.OpenAI(base_url=url, api_key=self._key, max_retries=5)
+        openai, self._key, urls = connect(options)
+        # The Batch API lives on one server (the first URL).
+        self._client = openai.OpenAI(base_url=urls[0], api_key=self._key, max_retries=5)
         self._errors = openai
         self.model = model
         self.chat = chat
-        self.poll_every = poll_every
-        self.flush_after = flush_after
+        self.poll_every = options.batch_poll
+        self.flush_after = options.batch_flush
         self.max_per_batch = max_per_batch
         self.registry = registry
         self._lock = threading.Lock()

@@ -58,7 +58,7 @@ from selfinstruct.backends.base import (
     SamplingParams,
     Usage,
 )
-from selfinstruct.config import OmitParam
+from selfinstruct.config import OmitParam, OpenAIOptions
 
 FATAL = {
     401: "the API key was refused (401); check ${env}",
@@ -214,47 +214,42 @@ class _Server:
         return f"{self.url}: {self.reason()}"
 
 
+def connect(options: OpenAIOptions) -> tuple[Any, str, list[str]]:
+    """The openai package, the key (a placeholder where none is needed) and the servers'
+    URLs, for a client of `options`."""
+    try:
+        import openai
+    except ImportError:  # pragma: no cover - a core dependency
+        raise BackendError("the openai backend needs the openai package") from None
+    urls = list(options.base_url) or [
+        os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1")
+    ]
+    # Local servers often need no key; the client insists on one, so pass a placeholder.
+    return openai, os.environ.get(options.api_key_env) or "not-needed", urls
+
+
 class OpenAIBackend:
     name = "openai"
 
     def __init__(
         self,
         model: str,
-        base_urls: Sequence[str] = (),
-        api_key_env: str = "OPENAI_API_KEY",
+        options: OpenAIOptions,
         chat: bool = True,
-        concurrency: int = 16,
-        timeout: float = 120.0,
-        max_retries: int = 6,
-        outage_wait: float = 300.0,
-        omit_params: Sequence[str] | None = None,
         connect_grace: float = 10.0,
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
     ) -> None:
-        try:
-            import openai
-        except ImportError:  # pragma: no cover - a core dependency
-            raise BackendError(
-                "the openai backend needs the openai package: pip install openai"
-            ) from None
-        self._openai = openai
-        urls = list(base_urls) or [os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1")]
-        # Local servers often need no key; the client insists on one, so pass a placeholder.
-        self._key = os.environ.get(api_key_env) or "not-needed"
-        self.api_key_env = api_key_env
-        self.base_urls = urls
-        self._timeout = timeout
+        self._openai, self._key, self.base_urls = connect(options)
+        self.options = options
         self.model = model
         self.chat = chat
-        self.concurrency = concurrency
-        self.max_retries = max_retries
-        self.outage_wait = outage_wait
-        self.omit_params = None if omit_params is None else frozenset(omit_params)
+        self.omit_params = None if options.omit_params is None else frozenset(options.omit_params)
+        # Tunables of the retry loop, not options: tests shorten them.
         self.connect_grace = connect_grace
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
-        self._stats = BackendStats(limit=concurrency)
+        self._stats = BackendStats(limit=options.concurrency)
         self._turns = 0
         self._started = time.monotonic()
         self._last_ok: float | None = None  # when any request last succeeded
@@ -288,12 +283,12 @@ class OpenAIBackend:
             _Server(
                 u,
                 self._openai.AsyncOpenAI(
-                    base_url=u, api_key=self._key, timeout=self._timeout, max_retries=0
+                    base_url=u, api_key=self._key, timeout=self.options.timeout, max_retries=0
                 ),
             )
             for u in self.base_urls
         ]
-        self._limit = AdaptiveLimit(self.concurrency)
+        self._limit = AdaptiveLimit(self.options.concurrency)
 
     def submit(
         self, request_id: str, prompt: Prompt, params: SamplingParams, priority: Any = ()
@@ -370,7 +365,7 @@ class OpenAIBackend:
         """Ask the server for its models: does it answer, and is it vLLM?"""
         openai = self._openai
         try:
-            page = await server.client.models.list(timeout=min(10.0, self._timeout))
+            page = await server.client.models.list(timeout=min(10.0, self.options.timeout))
             owners = {getattr(m, "owned_by", "") for m in page.data}
         except openai.APIStatusError:
             owners = set()  # it answers, but has no /models: a server of unknown kind
@@ -435,9 +430,8 @@ class OpenAIBackend:
                 except openai.APIStatusError as exc:
                     status = exc.status_code
                     if status in FATAL:
-                        raise BackendError(
-                            FATAL[status].replace("${env}", self.api_key_env) + f" [{server.url}]"
-                        ) from None
+                        fatal = FATAL[status].replace("${env}", self.options.api_key_env)
+                        raise BackendError(f"{fatal} [{server.url}]") from None
                     refused = _refused_parameter(exc)
                     if refused is not None:
                         raise BackendError(self._refusal(server, refused, exc)) from None
@@ -460,7 +454,7 @@ class OpenAIBackend:
                     wait = _retry_after(exc.response)
                 except openai.APITimeoutError:
                     stats.timeouts += 1
-                    self._failed(server, f"no answer within {self._timeout:g} s")
+                    self._failed(server, f"no answer within {self.options.timeout:g} s")
                     await limit.congested(sent)
                 except openai.APIConnectionError as exc:
                     cause = exc.__cause__ or exc
@@ -478,7 +472,7 @@ class OpenAIBackend:
                 else:
                     self._last_ok = time.monotonic()
                     server.failures = 0
-                    if self._last_ok - sent > self._timeout / 2:
+                    if self._last_ok - sent > self.options.timeout / 2:
                         await limit.congested(sent)  # answered, but after a long queue
                     else:
                         await limit.succeeded()
@@ -488,7 +482,7 @@ class OpenAIBackend:
             attempts += 1
             self._check_outage()
             others_ok = self._last_ok is not None and self._last_ok > began
-            if attempts > self.max_retries and (answered or others_ok):
+            if attempts > self.options.max_retries and (answered or others_ok):
                 # The server is up (it answers, or others succeed) and this request keeps
                 # failing: the request is the problem, not the server.
                 stats.failed += 1
@@ -511,11 +505,11 @@ class OpenAIBackend:
                 f"cannot reach the server: {self._servers_said()}; check --base-url "
                 "and that the server is running"
             )
-        if self._last_ok is not None and now - self._last_ok > self.outage_wait:
+        if self._last_ok is not None and now - self._last_ok > self.options.outage_wait:
             since = time.strftime("%H:%M:%S", time.localtime(time.time() - (now - self._last_ok)))
             raise BackendError(
-                f"the server has not answered since {since} ({self._servers_said()}); "
-                f"waited {self.outage_wait:g} s. Everything answered so far is saved: run the "
+                f"the server has not answered since {since} ({self._servers_said()}); waited "
+                f"{self.options.outage_wait:g} s. Everything answered so far is saved: run the "
                 "same command again to resume"
             )
 

@@ -175,7 +175,8 @@ def _next_number(text: str) -> int:
 
 
 class ScriptedBackend:
-    """Replies from a queue (first) or rules (in order); records every prompt in `calls`.
+    """Replies from a queue (first) or answering rules (in order); records every prompt in
+    `calls`.
 
     `submit` answers at once, in the caller's thread: replies are instant, so a test sees the
     loop's logic without timing in the way.
@@ -186,16 +187,16 @@ class ScriptedBackend:
     def __init__(
         self,
         replies: Iterable[Reply] = (),
-        rules: Sequence[Rule] = (),
+        answers: Sequence[Rule] = (),
         *,
         chat: bool = False,
         model: str = "scripted",
         canned: bool = True,
     ) -> None:
         self.queue: deque[Reply] = deque(replies)
-        self.rules = list(rules)
+        self.answers = list(answers)
         if canned:
-            self.rules.append(canned_reply)
+            self.answers.append(canned_reply)
         self.chat = chat
         self.model = model
         self.calls: list[tuple[Prompt, SamplingParams]] = []
@@ -225,7 +226,7 @@ class ScriptedBackend:
     def _reply(self, prompt: Prompt) -> Completion:
         reply: Reply | None = self.queue.popleft() if self.queue else None
         text = _text_of(prompt)
-        for rule in self.rules:
+        for rule in self.answers:
             if reply is not None:
                 break
             reply = rule(text)

@@ -25,7 +25,7 @@ import queue
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import Any, Literal
+from typing import Any
 
 from selfinstruct.backends.base import (
     BackendError,
@@ -35,6 +35,7 @@ from selfinstruct.backends.base import (
     SamplingParams,
     Usage,
 )
+from selfinstruct.config import VLLMOptions
 from selfinstruct.models import BUNDLED, native_bf16, resolve_model
 
 VLLM_HINT = (
@@ -91,35 +92,29 @@ class VLLMBackend:
     name = "vllm"
 
     def __init__(
-        self,
-        model: str | None = None,
-        chat: bool = False,
-        tensor_parallel_size: int = 1,
-        data_parallel_size: int = 1,
-        memory: float | None = None,
-        dtype: Literal["auto", "float32", "bfloat16"] = "auto",
-        **llm_kwargs: Any,
+        self, model: str | None, options: VLLMOptions, chat: bool = False, **llm_kwargs: Any
     ) -> None:
         self._vllm, self.on_cpu = _import_vllm()
         path = resolve_model(model)
         self.model = BUNDLED if model is None else model
         self.chat = chat
-        options: dict[str, Any] = {"tensor_parallel_size": tensor_parallel_size}
-        if data_parallel_size > 1:
-            options["data_parallel_size"] = data_parallel_size
-        if memory is not None:
-            options["gpu_memory_utilization"] = memory
+        engine: dict[str, Any] = {"tensor_parallel_size": options.tensor_parallel_size}
+        if options.data_parallel_size > 1:
+            engine["data_parallel_size"] = options.data_parallel_size
+        if options.vllm_memory is not None:
+            engine["gpu_memory_utilization"] = options.vllm_memory
+        dtype = options.dtype
         if self.on_cpu:
-            if memory is None:
-                options["kv_cache_memory_bytes"] = cpu_kv_cache_bytes()
-            options["enforce_eager"] = True
+            if options.vllm_memory is None:
+                engine["kv_cache_memory_bytes"] = cpu_kv_cache_bytes()
+            engine["enforce_eager"] = True
             if dtype == "auto":
                 dtype = "bfloat16" if native_bf16() else "float32"
-        options["dtype"] = dtype
-        options.update(llm_kwargs)
-        self.options = options
+        engine["dtype"] = dtype
+        engine.update(llm_kwargs)
+        self.engine_options = engine
         try:
-            self.llm = self._vllm.LLM(model=path, **options)
+            self.llm = self._vllm.LLM(model=path, **engine)
         except (RuntimeError, ValueError) as exc:
             # The engine runs in processes of its own; their log (above) holds the cause.
             where = "RAM" if self.on_cpu else "GPU memory"

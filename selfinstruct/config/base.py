@@ -45,6 +45,8 @@ def option(
     cli: bool = True,
     clearable: bool = False,
     prefix: str | None = None,
+    may_change: bool = False,
+    group: str | None = None,
     **bounds: Any,
 ) -> Any:
     """A config field and everything the command line needs to offer it.
@@ -54,6 +56,9 @@ def option(
     argument rather than an option. `cli=False`: config files only (maps, tuples). `clearable`:
     a list option also gets `--no-NAME`, which sets it to the empty list. `prefix`: for a nested
     config, the prefix of its options' flags (`instruction-` gives `--instruction-max-tokens`).
+    `may_change`: the option may differ when a run is resumed (where the model is served, how
+    patiently, how much to spend: not what the run decides); the others must stay the same.
+    `group`: the heading it is listed under in `--help` (default: its options class's heading).
     """
     extra = {
         key: value
@@ -64,6 +69,8 @@ def option(
             ("cli", None if cli else False),
             ("clearable", clearable or None),
             ("prefix", prefix),
+            ("may_change", may_change or None),
+            ("group", group),
         )
         if value is not None
     }
@@ -72,6 +79,34 @@ def option(
             default_factory=default_factory, description=help, json_schema_extra=extra, **bounds
         )
     return Field(default, description=help, json_schema_extra=extra, **bounds)
+
+
+def resume_key(config: BaseModel, **resolved: Any) -> dict[str, Any]:
+    """The settings a resumed run must share with the one it resumes: every option not marked
+    `may_change`, with `resolved` values for options whose default was decided at run time."""
+    fixed = {
+        name
+        for name, field in type(config).model_fields.items()
+        if not (isinstance(extra := field.json_schema_extra, dict) and extra.get("may_change"))
+    }
+    return {**config.model_dump(mode="json", include=fixed), **resolved}
+
+
+def resume_changes(config: BaseModel, before: dict[str, Any], **resolved: Any) -> list[str]:
+    """The options whose value differs from the run's key `before`. An option the key does not
+    have (it came with a later version) differs only if it is set away from its default."""
+    now = resume_key(config, **resolved)
+    fields = type(config).model_fields
+    changed = []
+    for name in sorted(set(before) | set(now)):
+        if name not in before and name in fields:
+            default = fields[name].get_default(call_default_factory=True)
+            default = default.model_dump(mode="json") if isinstance(default, BaseModel) else default
+            if now.get(name) == default:
+                continue
+        if before.get(name) != now.get(name):
+            changed.append(name)
+    return changed
 
 
 def load_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:

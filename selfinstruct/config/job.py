@@ -19,6 +19,7 @@ from selfinstruct.config.commands import (
     FinetuneConfig,
     GenerateConfig,
 )
+from selfinstruct.rundir import FilterDir, JobDir
 
 STAGES = ("generate", "filter", "export", "finetune", "eval")
 
@@ -54,8 +55,12 @@ class JobFile(BaseModel):
                 raise ValueError(f"{name}.{key}: {msg}") from None
         return self
 
+    @property
+    def files(self) -> JobDir:
+        return JobDir(self.run_dir)
+
     def stage_dir(self, name: str) -> Path:
-        return self.run_dir / name
+        return self.files.stage(name)
 
     def generate_config(self) -> GenerateConfig:
         return GenerateConfig.model_validate(
@@ -66,7 +71,7 @@ class JobFile(BaseModel):
         return FilterConfig.model_validate(
             {
                 **(self.filter or {}),
-                "input": self.stage_dir("generate") / "tasks.jsonl",
+                "input": self.files.generate.tasks,
                 "output_dir": self.stage_dir("filter"),
                 "output_format": "tasks",
             }
@@ -74,8 +79,8 @@ class JobFile(BaseModel):
 
     def tasks_file(self) -> Path:
         if self.filter is not None:
-            return self.stage_dir("filter") / "kept.jsonl"
-        return self.stage_dir("generate") / "tasks.jsonl"
+            return FilterDir(self.stage_dir("filter")).kept
+        return self.files.generate.tasks
 
     def export_config(self) -> ExportConfig:
         options = dict(self.export or {})

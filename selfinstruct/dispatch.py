@@ -1,0 +1,183 @@
+"""Between the loop and the backend: requests held until the backend has room, answered from the
+journal when a run resumes, journaled the moment they arrive, and stopped at the budget.
+
+The loop hands every request it can make to `send`: a request the journal already answers is
+answered from it (a resumed run asks nothing twice); one past a budget is not asked (the run
+stops with BUDGET once what is in flight is back, and a resumed run asks it); the others wait in
+a queue ordered by the loop's priority and go to the backend as it has room (`release`). Each
+answer is journaled on arrival (`collect`), before the loop sees it, so a crash loses nothing
+that was paid for. `drain` keeps what already came back when the loop stops.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import queue
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from selfinstruct.accounting import cost_usd, prompt_sha
+from selfinstruct.backends.base import Backend, Completion, Prompt
+from selfinstruct.config import GenerateConfig, SamplingParams
+from selfinstruct.errors import SelfInstructError
+from selfinstruct.store import JournalEntry, RunStore
+
+
+@dataclass(frozen=True)
+class Request:
+    id: str  # deterministic: "<prompt>:<stage>[:<candidate>]"
+    stage: str
+    prompt: Prompt
+    params: SamplingParams
+    slot: int  # the instruction prompt it belongs to
+    priority: tuple[int, int]  # lower first
+    # What the request is about, journaled with it so a journal can be parsed again on its own.
+    instruction: str | None = None
+    classification: bool | None = None
+    about: Any = None  # the loop's own handle (a candidate), returned with the answer
+
+
+class Dispatcher:
+    def __init__(
+        self, cfg: GenerateConfig, backend: Backend, store: RunStore, run_dir: Path
+    ) -> None:
+        self.cfg, self.backend, self.store, self.run_dir = cfg, backend, store, run_dir
+        self.in_flight: dict[Future[Completion], Request] = {}
+        # Not yet handed to a backend that takes a limited number at a time, in priority order:
+        # the backend would serve them in arrival order, which lets the newest prompts'
+        # requests delay the oldest prompt's commit, and with it the window.
+        self.held: list[tuple[tuple[int, int], int, Request]] = []
+        self._order = itertools.count()
+        self._arrived: queue.SimpleQueue[Future[Completion]] = queue.SimpleQueue()
+        self.ready: deque[tuple[Request, Completion]] = deque()
+        self.sent = 0  # requests handed to the backend in this process
+        self.budget_hit = False
+
+    # -- budgets -----------------------------------------------------------------------
+
+    def cost(self) -> float | None:
+        store = self.store
+        return cost_usd(
+            self.cfg.prices, self.backend.model, store.prompt_tokens, store.completion_tokens
+        )
+
+    def _budget_left(self) -> bool:
+        cfg, store = self.cfg, self.store
+        asked = len(store.journal) + len(self.in_flight) + len(self.held)  # not journaled yet
+        if cfg.max_requests is not None and asked >= cfg.max_requests:
+            return False
+        tokens = store.prompt_tokens + store.completion_tokens
+        if cfg.max_tokens_total is not None and tokens >= cfg.max_tokens_total:
+            return False
+        cost = self.cost()
+        return not (cfg.max_cost is not None and cost is not None and cost >= cfg.max_cost)
+
+    # -- out ---------------------------------------------------------------------------
+
+    def send(self, request: Request) -> None:
+        """Answer from the journal, or hold the request for the backend."""
+        entry = self.store.journal.get(request.id)
+        if entry is not None:
+            if entry.prompt_sha is not None and entry.prompt_sha != prompt_sha(request.prompt):
+                raise SelfInstructError(
+                    f"{self.run_dir}: request {request.id} has a different prompt than when "
+                    "this run began (another selfinstruct version, prompts or seed file); "
+                    "use another --run-dir for a new run"
+                )
+            completion = Completion(
+                text=entry.text,
+                finish_reason=entry.finish_reason,
+                error=entry.error,  # type: ignore[arg-type]
+            )
+            self.ready.append((request, completion))
+            return
+        if not self._budget_left():
+            self.budget_hit = True
+            return
+        heapq.heappush(self.held, (request.priority, next(self._order), request))
+
+    def release(self) -> None:
+        """Hand held requests to the backend, by priority, while it has room.
+
+        A backend with an adaptive limit gets a few more than its limit, so a slot that frees
+        never waits for the loop's thread (the backend admits them by the same priority); a
+        batching backend gets everything (it wants full batches).
+        """
+        limit = self.backend.stats().limit if self.held else None
+        room = len(self.held) if limit is None else limit + max(2, limit // 4)
+        while self.held and len(self.in_flight) < room:
+            request = heapq.heappop(self.held)[2]
+            future = self.backend.submit(
+                request.id, request.prompt, request.params, request.priority
+            )
+            self.in_flight[future] = request
+            future.add_done_callback(self._arrived.put)
+            self.sent += 1
+
+    # -- back --------------------------------------------------------------------------
+
+    def collect(self, timeout: float) -> None:
+        """Wait up to `timeout` for an answer, then journal every answer that is there."""
+        try:
+            arrived = [self._arrived.get(timeout=timeout)]
+        except queue.Empty:
+            return
+        while True:
+            try:
+                arrived.append(self._arrived.get_nowait())
+            except queue.Empty:
+                break
+        for future in arrived:
+            if future in self.in_flight:
+                self._receive(future)
+
+    def _receive(self, future: Future[Completion]) -> None:
+        request = self.in_flight.pop(future)
+        completion = future.result()  # BackendError: the backend cannot serve; stop the run
+        if completion.finish_reason == "error" and completion.retryable:
+            self.send(request)  # nothing learned about the request: ask again
+            return
+        self.store.record_response(
+            JournalEntry(
+                id=request.id,
+                stage=request.stage,
+                text=completion.text,
+                finish_reason=completion.finish_reason,
+                prompt_tokens=completion.usage.prompt_tokens,
+                completion_tokens=completion.usage.completion_tokens,
+                error=completion.error,
+                prompt_sha=prompt_sha(request.prompt),
+                instruction=request.instruction,
+                classification=request.classification,
+            )
+        )
+        self.ready.append((request, completion))
+
+    def drain(self) -> None:
+        """On the way out, keep what is already answered (it was paid for), drop the rest."""
+        self.held.clear()  # never asked: a resumed run asks them
+        if not self.in_flight:
+            return
+        done, _ = wait(self.in_flight, timeout=2.0)
+        for future in done:
+            if future not in self.in_flight or future.cancelled() or future.exception():
+                continue
+            completion = future.result()
+            if completion.finish_reason != "error" or not completion.retryable:
+                self._receive(future)
+        for future in list(self.in_flight):
+            future.cancel()
+        self.in_flight.clear()
+
+    def handle_ready(self, handler: Callable[[Request, Completion], None]) -> bool:
+        """Pass every answer that is ready to `handler`; True if there was any."""
+        moved = False
+        while self.ready:
+            handler(*self.ready.popleft())
+            moved = True
+        return moved

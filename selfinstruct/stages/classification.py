@@ -1,0 +1,86 @@
+"""Stage 3: is the new instruction a classification task? Its prompt, sampling and parser.
+
+A few-shot yes/no prompt, as the paper's: seed tasks each followed by "Is it classification?"
+and the answer, then the new task and the question. A completion prompt ends on the question
+line, so the answer is written on it (a newline there would meet the "\\n" stop first). Greedy,
+3 tokens, stopping at the end of the line; a chat model may answer in a short sentence, so it
+gets a few more tokens. An answer that cannot be read counts as "no", as in the paper.
+"""
+
+from __future__ import annotations
+
+import re
+
+from selfinstruct.backends.base import Completion, Prompt
+from selfinstruct.config import SamplingParams
+from selfinstruct.prompts import Templates
+from selfinstruct.records import Rejected, Task
+from selfinstruct.stages.text import one_line
+
+NAME = "classification"
+TEMPLATES = ("is_classification",)
+
+
+def examples(tasks: list[Task]) -> str:
+    return "\n\n".join(
+        f"Task: {one_line(t.instruction)}\nIs it classification? "
+        f"{'Yes' if t.is_classification else 'No'}"
+        for t in tasks
+    )
+
+
+def render(templates: Templates, shown: list[Task], instruction: str, chat: bool) -> Prompt:
+    return templates.render(
+        "is_classification", chat, examples=examples(shown), instruction=one_line(instruction)
+    )
+
+
+def sampling(chat: bool) -> SamplingParams:
+    return SamplingParams(
+        temperature=0.0,
+        top_p=1.0,
+        max_tokens=16 if chat else 3,
+        stop=() if chat else ("\n", "Task"),
+    )
+
+
+_LEADING_ANSWER = re.compile(r"^[\W_]*(yes|no)\b", re.IGNORECASE)
+# "Is it classification? Yes" echoed from the examples, or "The answer is no."
+_STATED_ANSWER = re.compile(r"(?:classification\?|the answer is:?)\s*\W*(yes|no)\b", re.IGNORECASE)
+_NEGATED = re.compile(r"^(it|this|this task|that)\s+(is not|isn't)\b", re.IGNORECASE)
+_AFFIRMED = re.compile(r"^(it|this|this task|that)\s+is\s+(a\s+)?classification\b", re.IGNORECASE)
+
+
+def parse(text: str) -> bool | None:
+    """Yes -> True, No -> False, unclear -> None (the caller treats that as "no").
+
+    Base models answer "Yes"/"No"; chat models sometimes answer in a sentence ("This is not a
+    classification task.", "The answer is yes.") or echo the question before answering. A
+    sentence that only restates the definition ("A task is a classification task when ...")
+    is no answer.
+    """
+    stripped = text.strip()
+    leading = _LEADING_ANSWER.match(stripped)
+    if leading:
+        return leading.group(1).lower() == "yes"
+    stated = _STATED_ANSWER.search(stripped)
+    if stated:
+        return stated.group(1).lower() == "yes"
+    first = stripped.split("\n", 1)[0]
+    if _NEGATED.search(first):
+        return False
+    if _AFFIRMED.search(first):
+        return True
+    return None
+
+
+def read(
+    completion: Completion, instruction: str, request_id: str
+) -> tuple[bool | None, Rejected | None]:
+    """Whether the task is classification (unreadable: False, as in the paper), or, when the
+    request failed, the reject that drops the task."""
+    if completion.finish_reason == "error":
+        return None, Rejected.of(
+            NAME, "request_failed", instruction, request_id, error=completion.error or ""
+        )
+    return bool(parse(completion.text)), None

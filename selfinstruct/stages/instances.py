@@ -1,0 +1,418 @@
+"""Stage 4: instances, output-first for classification tasks and input-first otherwise. Its
+prompt, stop strings, sampling, parser, and the instance filters (stage 6).
+
+The prompt shows a few seed tasks of the same kind with several instances each: for
+classification, each class label and then an input for it (output-first, so the labels are
+chosen before inputs are invented); otherwise each input and its output, and one seed that needs
+no input (its output alone). A completion prompt ends with "Task: ...\\n"; the model stops before
+the next "Task:" or after the example past the cap. Sampling is the paper's: greedy, presence
+penalty 1.5.
+
+The parser reads what real models write (tests/golden/): `Input:`/`Output:` pairs in any case,
+`Example N` headers, numbered labels (`Input 2:`), task-specific field names (`Sentence: ...`,
+kept as part of the input as the paper keeps them), `Output:` written before `Input:`, markdown
+bold; class labels as the rest of their `Class label:` line with whatever follows as the input;
+a bare answer with no labels as the output of a task that needs no input; when the model was cut
+off, only the piece it was writing is dropped. It never raises.
+
+The instance filters are the paper's `prepare_for_finetuning.py`: drop an instance with an empty
+output, an input equal to its output, or an input or output that ends with ":" (a field header
+with nothing after it: the model stopped before writing it); drop exact duplicates; drop the
+whole task when one non-empty input has two different outputs; keep at most N per task.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from selfinstruct.backends.base import Completion, Prompt
+from selfinstruct.config import GenerateConfig, SamplingParams
+from selfinstruct.prompts import Templates
+from selfinstruct.records import Instance, Rejected, Task
+from selfinstruct.stages.text import clean_input, one_line, unmark
+
+NAME = "instances"
+TEMPLATES = ("instances_input_first", "instances_output_first")
+
+# -- the prompt ----------------------------------------------------------------------------
+
+
+def _input_first_block(task: Task) -> str:
+    # A task without input shows only its output, as in the paper's demonstrations.
+    return "\n\n".join(
+        (f"Input: {i.input}\n" if i.input else "") + f"Output: {i.output}" for i in task.instances
+    )
+
+
+def _output_first_block(task: Task) -> str:
+    # Each label with its input, as the paper's output-first demonstrations show them.
+    return "\n".join(_labelled(i) for i in task.instances)
+
+
+def _labelled(inst: Instance) -> str:
+    return f"Class label: {inst.output}" + (f"\nInput: {inst.input}" if inst.input else "")
+
+
+def input_first_examples(tasks: list[Task]) -> str:
+    return "\n\n".join(f"Task: {one_line(t.instruction)}\n{_input_first_block(t)}" for t in tasks)
+
+
+def output_first_examples(tasks: list[Task]) -> str:
+    return "\n\n".join(f"Task: {one_line(t.instruction)}\n{_output_first_block(t)}" for t in tasks)
+
+
+def render(
+    templates: Templates, shown: list[Task], instruction: str, classification: bool, chat: bool
+) -> Prompt:
+    if classification:
+        name, blocks = "instances_output_first", output_first_examples(shown)
+    else:
+        name, blocks = "instances_input_first", input_first_examples(shown)
+    # A completion prompt ends after the task line, where the first example starts.
+    return templates.render(
+        name, chat, ending="\n", examples=blocks, instruction=one_line(instruction)
+    )
+
+
+def sampling(cfg: GenerateConfig, chat: bool) -> SamplingParams:
+    """The paper's instance sampling; a completion stops before the next task or past the
+    cap's last example."""
+    stop = () if chat else ("\nTask:", "Task:", f"Example {cfg.max_instances + 1}")
+    return cfg.instance_sampling.model_copy(update={"stop": stop})
+
+
+# -- the parser ----------------------------------------------------------------------------
+
+
+@dataclass
+class ParsedInstances:
+    instances: list[Instance] = field(default_factory=list)
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # (reason, raw text)
+    last_kept: bool = False  # was the text's last piece kept (so a cut-off would be in it)?
+
+    def keep(self, given: str, output: str) -> None:
+        self.instances.append(Instance(input=clean_input(given), output=output.strip()))
+        self.last_kept = True
+
+    def drop(self, reason: str, text: str) -> None:
+        self.dropped.append((reason, text.strip()))
+        self.last_kept = False
+
+    def cut_off(self) -> None:
+        """The model was cut off: whatever the text ended with is incomplete."""
+        if self.last_kept and self.instances:
+            last = self.instances.pop()
+            self.dropped.append(("truncated", f"{last.input}\n{last.output}".strip()))
+        elif self.dropped:
+            self.dropped[-1] = ("truncated", self.dropped[-1][1])
+
+
+_NEXT_TASK = re.compile(r"(?m)^[ \t]*(?:\*\*)?Task\s*(?:\*\*)?\s*:")
+# "Example 1", "Example 2:", "### Example 3", "**Example**": a header line, not prose that
+# starts with the word ("Example sentences: ...").
+_EXAMPLE_HEADER = re.compile(
+    r"(?im)^[ \t]*(?:#{1,6}[ \t]*)?(?:\*\*|__)?example"
+    r"(?:[ \t]*\d+[ \t]*[.:)]?|[ \t]*[.:)]?(?=[ \t]*(?:\*\*|__)?[ \t]*$))(?:\*\*|__)?[ \t]*:?"
+)
+# A label opens a line: "Input:", "input 2:", "**Output:**", "Output 3 :".
+_LABEL = re.compile(
+    r"(?im)^[ \t]*(?:[-*][ \t]+)?(?:\*\*|__)?(input|output)[ \t]*\d*[ \t]*(?:\*\*|__)?[ \t]*:"
+    r"(?:\*\*|__)?"
+)
+_FIELD = re.compile(r"^([A-Z][\w' -]{0,40}?)\s*:")  # "Sentence:", "Question 1:", "List:"
+
+# Words in an instruction that point at something the task works on. Used only to decide
+# whether unlabelled text can be a whole answer (an output with no input).
+_NEEDS_INPUT = re.compile(
+    r"\b(given|following|provided|below|above|these|this|input|attached|"
+    r"(either|both|each|the two) (participants?|parties|people|persons?)|speakers?|"
+    r"the (?:[\w-]+ )?(text|sentences?|paragraph|passage|article|story|poem|essay|document|"
+    r"list|words?|numbers?|email|letter|message|review|tweet|post|code|function|program|snippet|"
+    r"table|data|dataset|string|equation|expression|question|statement|claim|conversations?|"
+    r"dialogues?|description|recipe|summary|headline|title|sequence|array|url|address|report|"
+    r"name|names|phrase|quote|lyrics|transcript|query|product|movie|book|song|passage|blank|"
+    r"problems?|argument|comment|ticket|password|item|speakers?|situation|contract|excerpt|"
+    r"chat|response|answer|result|paper|case|image|file))\b",
+    re.IGNORECASE,
+)
+
+
+def needs_input(instruction: str) -> bool:
+    """Does the instruction refer to something it is given (a text, a list, "the following")?"""
+    return bool(_NEEDS_INPUT.search(instruction))
+
+
+def _cut_at_next_task(text: str) -> str:
+    return _NEXT_TASK.split(text, maxsplit=1)[0]
+
+
+def parse(
+    text: str, classification: bool, truncated: bool, instruction: str = ""
+) -> ParsedInstances:
+    """Instances from a completion: output-first for classification, input-first otherwise.
+
+    A classification completion without any `Class label:` is read as input-first, which is
+    what a model that ignored the format wrote. When the model was cut off, the last instance
+    is dropped as `truncated`.
+    """
+    body = _cut_at_next_task(text)
+    parsed = ParsedInstances()
+    if classification and re.search(r"(?im)^[ \t*_#]*class[ \t]*label", body):
+        _output_first(body, parsed)
+    else:
+        _input_first(body, instruction, parsed)
+    _trim_trailing_talk(parsed, classification)
+    if truncated:
+        parsed.cut_off()
+    return parsed
+
+
+# A last paragraph in which the model talks about the task instead of answering it ("Please
+# provide ...", "Here is the next task"): small models write it after their last example.
+_TALK = re.compile(
+    r"^(please|feel free|let me know|i hope|good luck|here (is|are)|now,? (write|let)|"
+    r"(note:?\s+)?((this|the|your|next|each) )+(task|instruction|example)s?\b|in this task|"
+    r"you can't)",
+    re.IGNORECASE,
+)
+
+
+def _trim_trailing_talk(parsed: ParsedInstances, classification: bool) -> None:
+    if not (parsed.last_kept and parsed.instances):
+        return
+    last = parsed.instances[-1]
+    text = last.input if classification else last.output
+    body, sep, tail = text.rpartition("\n\n")
+    if not sep or not body.strip() or not _TALK.match(tail.strip()):
+        return
+    trimmed = body.strip()
+    if classification:
+        parsed.instances[-1] = Instance(input=clean_input(trimmed), output=last.output)
+    else:
+        parsed.instances[-1] = Instance(input=last.input, output=trimmed)
+    parsed.dropped.append(("trailing_text", tail.strip()))
+
+
+_CLASS_LABEL = re.compile(
+    r"(?im)^[ \t]*(?:[-*][ \t]+)?(?:\*\*|__)?class[ \t]*label[ \t]*\d*[ \t]*(?:\*\*|__)?[ \t]*:"
+    r"(?:\*\*|__)?"
+)
+
+
+def _output_first(body: str, parsed: ParsedInstances) -> None:
+    starts = [m for m in _CLASS_LABEL.finditer(body)]
+    for k, found in enumerate(starts):
+        end = starts[k + 1].start() if k + 1 < len(starts) else len(body)
+        chunk = body[found.end() : end].lstrip()
+        label, _, rest = chunk.partition("\n")
+        label = unmark(label).strip()
+        labels = list(_LABEL.finditer(rest))
+        first = labels[0] if labels else None
+        if first and first.group(1).lower() == "output" and not rest[: first.start()].strip():
+            answer, _, extra = rest[first.end() :].strip().partition("\n")
+            if answer.strip().lower() == label.lower() and label:
+                # "Class label: Blue\nOutput: Blue": a label given with no input, restated.
+                parsed.keep("", label)
+                if extra.strip():
+                    parsed.drop("trailing_text", extra)
+            else:
+                # "Class label: X\nOutput: Y": the model mixed the two formats.
+                parsed.drop("mixed_format", f"{label}\n{rest}")
+            continue
+        # The input runs to the next label line; a trailing "Output: ..." echo is not input.
+        stop = next((m.start() for m in labels if m.group(1).lower() == "output"), len(rest))
+        given = rest[:stop]
+        opening = _LABEL.match(given)
+        if opening and opening.group(1).lower() == "input":
+            given = given[opening.end() :]
+        parsed.keep(given, label)
+
+
+def _input_first(body: str, instruction: str, parsed: ParsedInstances) -> None:
+    headers = list(_EXAMPLE_HEADER.finditer(body))
+    if headers:
+        blocks = [
+            body[h.end() : headers[k + 1].start() if k + 1 < len(headers) else len(body)]
+            for k, h in enumerate(headers)
+        ]
+        if body[: headers[0].start()].strip():
+            blocks.insert(0, body[: headers[0].start()])
+    else:
+        blocks = [body]
+    labelled = any(_LABEL.search(block) for block in blocks)
+    for block in blocks:
+        if not block.strip():
+            continue
+        if not _LABEL.search(block):
+            _unlabelled(block, instruction, labelled, parsed)
+            continue
+        _pairs(block, parsed)
+
+
+def _unlabelled(
+    block: str, instruction: str, others_labelled: bool, parsed: ParsedInstances
+) -> None:
+    """Text with no Input/Output label: a whole answer, if the task needs no input."""
+    text = block.strip()
+    if others_labelled:
+        parsed.drop("unlabelled", text)
+    elif instruction and needs_input(instruction):
+        # The answer to a task about "the given text" is useless without that text.
+        parsed.drop("bare_answer_needs_input", text)
+    else:
+        parsed.keep("", text)
+
+
+def _pairs(block: str, parsed: ParsedInstances) -> None:
+    """Input/Output pairs within one block, in either order, with field-named inputs."""
+    labels = list(_LABEL.finditer(block))
+    segments: list[tuple[str, str]] = []  # (kind, text); kind "free" is unlabelled text
+    head = block[: labels[0].start()]
+    if head.strip():
+        segments.append(("free", head))
+    for k, found in enumerate(labels):
+        end = labels[k + 1].start() if k + 1 < len(labels) else len(block)
+        segments.append((found.group(1).lower(), block[found.end() : end]))
+    kinds = [kind for kind, _ in segments]
+    if kinds[0] == "output" and kinds == ["output", "input"] * (len(kinds) // 2):
+        # Every pair written "Output: ... / Input: ...": the order is swapped, not the meaning.
+        for k in range(0, len(segments), 2):
+            parsed.keep(segments[k + 1][1], segments[k][1])
+        return
+    pending: str | None = None  # the input waiting for its output
+    field_name: str | None = None
+    for k, (kind, text) in enumerate(segments):
+        if kind == "output":
+            output, leftover = _split_off_next_input(text, field_name)
+            parsed.keep(pending or "", output)
+            pending = leftover
+        elif kind == "input":
+            if pending is not None and pending.strip():
+                # An input with no output before the next input; a free head is a preamble.
+                preamble = k == 1 and segments[0][0] == "free"
+                parsed.drop("preamble" if preamble else "no_output", pending)
+            pending = text
+        else:
+            pending = text
+            found = _FIELD.match(text.strip())
+            field_name = found.group(1) if found else None
+    if pending is not None and pending.strip():
+        parsed.drop("no_output", pending)
+
+
+def _split_off_next_input(text: str, field_name: str | None) -> tuple[str, str | None]:
+    """An output runs to the next label; with field-named inputs ("Sentence: ..."), a line that
+    opens with the same field name starts the next instance."""
+    if field_name:
+        found = re.search(rf"(?m)^[ \t]*{re.escape(field_name)}\s*:", text)
+        if found:
+            return text[: found.start()], text[found.start() :]
+    return text, None
+
+
+# -- the instance filters (stage 6) --------------------------------------------------------
+
+
+@dataclass
+class InstanceVerdict:
+    """What the instance filters kept, what they dropped (reason, instance), and, when the whole
+    task goes, why."""
+
+    kept: list[Instance] = field(default_factory=list)
+    dropped: list[tuple[str, Instance]] = field(default_factory=list)
+    task_reason: str | None = None
+
+
+def instance_problem(inst: Instance) -> str | None:
+    """Why one instance is unusable on its own, or None."""
+    given, output = inst.input.strip(), inst.output.strip()
+    if not output:
+        return "empty_output"
+    if given and given == output:
+        return "input_is_output"
+    if given.endswith(":") or output.endswith(":"):
+        return "field_header_only"
+    return None
+
+
+def filter_instances(instances: list[Instance], cap: int) -> InstanceVerdict:
+    """The paper's instance filters over one task's instances, in order."""
+    verdict = InstanceVerdict()
+    outputs_by_input: dict[str, set[str]] = {}
+    seen: set[tuple[str, str]] = set()
+    for inst in instances:
+        problem = instance_problem(inst)
+        key = (inst.input.strip(), inst.output.strip())
+        if problem is None and key in seen:
+            problem = "duplicate"
+        if problem is not None:
+            verdict.dropped.append((problem, inst))
+            continue
+        seen.add(key)
+        outputs_by_input.setdefault(key[0], set()).add(key[1])
+        verdict.kept.append(inst)
+    if any(len(outs) > 1 for given, outs in outputs_by_input.items() if given):
+        verdict.task_reason = "same_input_different_outputs"
+    elif not verdict.kept:
+        verdict.task_reason = "no_valid_instances"
+    if verdict.task_reason is not None:
+        verdict.kept = []
+        return verdict
+    verdict.dropped.extend(("over_cap", inst) for inst in verdict.kept[cap:])
+    verdict.kept = verdict.kept[:cap]
+    return verdict
+
+
+# -- the stage: a task, or why not ---------------------------------------------------------
+
+
+def read(
+    completion: Completion,
+    *,
+    instruction: str,
+    classification: bool,
+    max_instances: int,
+    request_id: str,
+) -> tuple[list[Instance] | None, list[Rejected]]:
+    """The instances kept for a task (None: the task is dropped), and every drop recorded:
+    the task's own when it goes, each lost instance's when it stays."""
+    if completion.finish_reason == "error":
+        return None, [
+            Rejected.of(
+                NAME, "request_failed", instruction, request_id, error=completion.error or ""
+            )
+        ]
+    parsed = parse(
+        completion.text, classification, completion.finish_reason == "length", instruction
+    )
+    verdict = filter_instances(parsed.instances, max_instances)
+    if verdict.task_reason is not None:
+        dropped = [reason for reason, _ in parsed.dropped + verdict.dropped]
+        return None, [
+            Rejected.of(
+                NAME,
+                verdict.task_reason,
+                instruction,
+                request_id,
+                raw=completion.text[:2000],
+                dropped=dropped,
+            )
+        ]
+    # The task is kept; each instance it lost is still accounted for.
+    rejected = [
+        Rejected.of("instance", reason, instruction, request_id, raw=raw[:2000])
+        for reason, raw in parsed.dropped
+    ]
+    rejected += [
+        Rejected.of(
+            "instance",
+            reason,
+            instruction,
+            request_id,
+            input=inst.input[:2000],
+            output=inst.output[:2000],
+        )
+        for reason, inst in verdict.dropped
+    ]
+    return verdict.kept, rejected
