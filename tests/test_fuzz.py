@@ -138,3 +138,12 @@ def test_reader_never_crashes_on_bytes(data: bytes) -> None:
         if isinstance(item, Row):
             Task.model_validate(item.task.model_dump())
             json.dumps(item.raw)
+
+
+@given(st.text(max_size=400), st.booleans(), st.booleans())
+def test_parsers_never_raise(text: str, truncated: bool, flag: bool) -> None:
+    parsed = parse_instructions(text, truncated, flag)
+    assert all(isinstance(i, str) and i for i in parsed.instructions)
+    for inst in parse_instances(text, flag, truncated, "the given text").instances:
+        Instance.model_validate(inst.model_dump())
+    parse_is_classification(text)

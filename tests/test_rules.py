@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from selfinstruct.records import Instance
 from selfinstruct.rules import PAPER_KEYWORDS, RuleConfig, RuleFilter
-from selfinstruct.stages.instances import filter_instances
 
 
 @pytest.mark.parametrize(
@@ -71,42 +69,3 @@ def test_every_rule_can_be_switched_off_or_replaced() -> None:
 def test_blank_entries_are_rejected() -> None:
     with pytest.raises(ValueError):
         RuleConfig(keywords=["ok", " "])
-
-
-def test_instance_filters() -> None:
-    verdict = filter_instances(
-        [
-            Instance(input="a", output="a"),
-            Instance(output=""),
-            Instance(input="x", output="1"),
-            Instance(input="x", output="1"),
-        ],
-        cap=5,
-    )
-    assert verdict.task_reason is None and verdict.kept == [Instance(input="x", output="1")]
-    assert [r for r, _ in verdict.dropped] == ["input_is_output", "empty_output", "duplicate"]
-    same = filter_instances([Instance(input="x", output="1"), Instance(input="x", output="2")], 5)
-    assert same.task_reason == "same_input_different_outputs" and same.kept == []
-    assert filter_instances([Instance(output=" ")], 5).task_reason == "no_valid_instances"
-    many = filter_instances([Instance(input=str(i), output=f"o{i}") for i in range(9)], 5)
-    assert len(many.kept) == 5 and [r for r, _ in many.dropped] == ["over_cap"] * 4
-    # Empty inputs may have several outputs (a task with no input has many answers).
-    free = filter_instances([Instance(output="Teal"), Instance(output="Ochre")], 5)
-    assert free.task_reason is None and len(free.kept) == 2
-
-
-def test_a_field_header_with_nothing_after_it_is_dropped() -> None:
-    # Defect 5: the paper drops an input or output that ends with ":".
-    verdict = filter_instances(
-        [
-            Instance(input="Here is the list:", output="The sorted list is:"),
-            Instance(input="List: 3, 1", output="Sorted:"),
-            Instance(input="Sentence:", output="Yes"),
-            Instance(input="List: 3, 1", output="1, 3"),
-        ],
-        5,
-    )
-    assert verdict.kept == [Instance(input="List: 3, 1", output="1, 3")]
-    assert [r for r, _ in verdict.dropped] == ["field_header_only"] * 3
-    only = filter_instances([Instance(input="Here is the list:", output="The sorted list is:")], 5)
-    assert only.kept == [] and only.task_reason == "no_valid_instances"

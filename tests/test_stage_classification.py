@@ -1,0 +1,39 @@
+"""Stage 3, is it classification: its prompt and its answer parser."""
+
+from __future__ import annotations
+
+from conftest import SEED_FILE
+
+from selfinstruct.records import read_tasks
+from selfinstruct.stages import load_templates
+from selfinstruct.stages.classification import parse as parse_is_classification
+from selfinstruct.stages.classification import render as render_is_classification
+
+T = load_templates()
+SEEDS = read_tasks(SEED_FILE)
+
+
+def test_classification_prompt_ends_on_the_question_line() -> None:
+    # Defect 1: with a trailing newline the "\n" stop ends the answer before it starts.
+    prompt = render_is_classification(T, SEEDS[:4], "Label the fruit as sweet or sour.", False)
+    assert isinstance(prompt, str)
+    assert prompt.endswith("Task: Label the fruit as sweet or sour.\nIs it classification?")
+
+
+def test_chat_classification_prompts_are_messages() -> None:
+    clf = render_is_classification(T, SEEDS[:2], "Is it spam?", True)
+    assert isinstance(clf, list) and clf[0]["content"].endswith("Answer Yes or No only.")
+
+
+def test_parse_is_classification() -> None:
+    assert parse_is_classification(" Yes") is True
+    assert parse_is_classification("no.") is False
+    assert parse_is_classification("**Yes**, it has two labels.") is True
+    assert parse_is_classification("This is not a classification task.") is False
+    assert parse_is_classification("It is a classification task.") is True
+    assert parse_is_classification("Maybe, it depends") is None
+    # Chat models: an echoed question, a stated answer, or only the definition restated.
+    assert parse_is_classification("Plan a trip.\nIs it classification? Yes") is True
+    assert parse_is_classification("Microwave food.\n\nThe answer is no.") is False
+    assert parse_is_classification("A task is a classification task when its answer") is None
+    assert parse_is_classification("") is None
