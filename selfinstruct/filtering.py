@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
 import time
 import traceback
 import warnings
@@ -176,8 +177,21 @@ def _produce(config: FilterConfig) -> Iterator[_Chunk]:
         yield chunk
 
 
-def _produce_into(queue: Any, config: FilterConfig) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """Leave when the parent is gone: a killed parent never reads the queue again, and `daemon`
+    only covers a parent that exits normally."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _produce_into(queue: Any, config: FilterConfig, parent: int) -> None:
     """Worker process body: stream `_produce` chunks into `queue`, then a final message."""
+    _exit_with_parent(parent)
     try:
         for chunk in _produce(config):
             queue.put(("chunk", chunk))
@@ -199,7 +213,7 @@ def _start_producer(config: FilterConfig) -> Iterator[_Chunk]:
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(method)
     queue = ctx.Queue(maxsize=4)  # a few chunks ahead is enough; more only costs memory
-    worker = ctx.Process(target=_produce_into, args=(queue, config), daemon=True)
+    worker = ctx.Process(target=_produce_into, args=(queue, config, os.getpid()), daemon=True)
     with warnings.catch_warnings():
         # Python 3.12+ warns about fork while other threads (a progress bar) run; see above.
         warnings.simplefilter("ignore", DeprecationWarning)

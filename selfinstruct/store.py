@@ -19,6 +19,7 @@ Layout of `outputs/<run>/`:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -64,7 +65,37 @@ class JournalEntry(BaseModel):
     classification: bool | None = None
 
 
-def acquire_lock(path: Path, busy_message: str) -> Any:
+# File descriptors of the locks this process holds. A forked child shares each flock with its
+# parent (same open file), so a worker that outlived a killed parent would keep the run locked;
+# the child drops its copies at once (closing a copy leaves the parent's lock in place).
+_held_lock_fds: set[int] = set()
+
+
+def _drop_inherited_locks() -> None:
+    for fd in list(_held_lock_fds):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held_lock_fds.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
+class _LockFile:
+    """The open lock file; closing it releases the lock."""
+
+    def __init__(self, fh: Any) -> None:
+        self._fh = fh
+        _held_lock_fds.add(fh.fileno())
+
+    def close(self) -> None:
+        if not self._fh.closed:
+            _held_lock_fds.discard(self._fh.fileno())
+            self._fh.close()
+
+
+def acquire_lock(path: Path, busy_message: str) -> _LockFile:
     """Hold an exclusive flock on `path` (kept open); raise RunLockedError if another has it.
 
     The kernel releases a flock when its holder dies, so a crash never leaves a stale lock.
@@ -83,7 +114,7 @@ def acquire_lock(path: Path, busy_message: str) -> Any:
     fh.truncate()
     fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
     fh.flush()
-    return fh
+    return _LockFile(fh)
 
 
 def _read_jsonl_prefix(path: Path) -> tuple[list[dict[str, Any]], int]:
@@ -254,8 +285,6 @@ class RunStore:
             fh.close()
         self._files.clear()
         if self._lock_fh is not None:
-            if fcntl is not None:
-                fcntl.flock(self._lock_fh.fileno(), fcntl.LOCK_UN)
             self._lock_fh.close()
             self._lock_fh = None
 

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +19,7 @@ from selfinstruct.config import GenerateConfig
 from selfinstruct.errors import SelfInstructError
 from selfinstruct.generate import run_generate
 from selfinstruct.records import Task
-from selfinstruct.store import RunLockedError, RunStore
+from selfinstruct.store import RunLockedError, RunStore, acquire_lock
 
 
 def config(tmp_path: Path, **overrides) -> GenerateConfig:
@@ -183,6 +187,37 @@ def test_lock_and_changed_settings(tmp_path: Path) -> None:
     run_generate(cfg)
     with pytest.raises(SelfInstructError, match=r"different settings.*seed"):
         run_generate(config(tmp_path, seed=5))
+
+
+def test_a_killed_holder_frees_the_lock_even_if_its_worker_lives_on(tmp_path: Path) -> None:
+    # A forked worker shares its parent's flock; if it kept it, a killed run stayed locked
+    # until the orphan finished (seen in CI: a job killed during its filter stage).
+    script = (
+        "import os, sys, time\n"
+        "from pathlib import Path\n"
+        "from selfinstruct.store import acquire_lock\n"
+        "lock = acquire_lock(Path(sys.argv[1]), 'busy')\n"
+        "if os.fork() == 0:\n"
+        "    print(os.getpid(), flush=True)\n"
+        "    os.close(1); os.close(2)\n"
+        "    time.sleep(30)\n"
+        "    os._exit(0)\n"
+        "time.sleep(0.5)\n"
+        "os._exit(0)\n"
+    )
+    lock_path = tmp_path / "lock"
+    child = subprocess.run(
+        [sys.executable, "-c", script, str(lock_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=True,
+    )
+    worker = int(child.stdout.strip())
+    try:
+        acquire_lock(lock_path, "still held by {holder}").close()
+    finally:
+        os.kill(worker, signal.SIGKILL)
 
 
 def test_canned_replies_are_a_function_of_the_prompt() -> None:
