@@ -55,7 +55,7 @@ filter-demo: $(STAMP)
 		--reference seed_tasks/seed_tasks.jsonl --output-dir outputs/filter-t0
 
 test: $(STAMP) $(VLLM_STAMP) browser
-	SELFINSTRUCT_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest -q
+	SELFINSTRUCT_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest -q --durations=25
 
 # The review page is tested in a real headless browser: Debian's chromium and its driver.
 # Installed here when missing (as root, or with passwordless sudo); without them that one test
