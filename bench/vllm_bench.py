@@ -87,6 +87,7 @@ def replay_requests(run_dir: Path) -> list[dict[str, Any]]:
     when the target was reached were cancelled and are not counted on either side.)"""
     from selfinstruct.backends.base import BackendStats
     from selfinstruct.config import GenerateConfig
+    from selfinstruct.dispatch import Request
     from selfinstruct.generate import Generator
 
     copy = Path(tempfile.mkdtemp(prefix="vllm-bench-replay-")) / "run"
@@ -107,13 +108,16 @@ def replay_requests(run_dir: Path) -> list[dict[str, Any]]:
         def close(self) -> None:
             pass
 
-    class Recording(Generator):
-        def _send(self, request: Any) -> None:
-            if request.id in self.store.journal:  # answered; not those cut off at the end
-                seen.append({"prompt": request.prompt, "params": request.params.model_dump()})
-            super()._send(request)
+    generator = Generator(cfg, Never())  # type: ignore[arg-type]
+    send = generator.dispatch.send
 
-    Recording(cfg, Never()).run()  # type: ignore[arg-type]
+    def recording(request: Request) -> None:
+        if request.id in generator.store.journal:  # answered; not those cut off at the end
+            seen.append({"prompt": request.prompt, "params": request.params.model_dump()})
+        send(request)
+
+    generator.dispatch.send = recording  # type: ignore[method-assign]
+    generator.run()
     return seen
 
 
