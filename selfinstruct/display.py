@@ -130,6 +130,8 @@ def print_generate_summary(summary: Any) -> None:
         table.add_row(f"rejected: {reason}", f"{count:,}")
     for reason, count in sorted(summary.instances_dropped.items(), key=lambda kv: -kv[1]):
         table.add_row(f"instances dropped: {reason}", f"{count:,}")
+    for stage, coverage in summary.parse_coverage.stages():
+        table.add_row(f"{stage} completions read", escape(coverage.line()))
     out.print(table)
     out.print(table1(summary.table1))
     out.print(

@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field
 from selfinstruct import __version__
 from selfinstruct.backends.base import Backend, BackendStats, Completion, Prompt
 from selfinstruct.config import GenerateConfig, SamplingParams
+from selfinstruct.coverage import ParseCoverage, Reading
 from selfinstruct.dispatch import Dispatcher, Request
 from selfinstruct.errors import SelfInstructError
 from selfinstruct.prompts import Demonstrations
@@ -72,6 +73,7 @@ class GenerateSummary(BaseModel):
     cost_usd: float | None
     rejected: dict[str, int] = Field(default_factory=dict)
     instances_dropped: dict[str, int] = Field(default_factory=dict)
+    parse_coverage: ParseCoverage = Field(default_factory=ParseCoverage)
     table1: Table1
     backend: BackendStats = Field(default_factory=BackendStats)
     seconds: float = 0.0
@@ -99,6 +101,7 @@ class _Candidate:
     is_classification: bool | None = None
     task: Task | None = None
     rejected: list[Rejected] = field(default_factory=list)
+    readings: list[Reading] = field(default_factory=list)
     decided: bool = False
 
 
@@ -111,6 +114,7 @@ class _Slot:
     completion: Completion | None = None
     processed: bool = False
     rejected: list[Rejected] = field(default_factory=list)
+    reading: Reading | None = None
     candidates: list[_Candidate] = field(default_factory=list)
 
 
@@ -152,6 +156,7 @@ class Generator:
         self.pool_after: list[int] = []  # len(accepted) after each committed prompt
         self.rejected = Counter[str]()
         self.instance_drops = Counter[str]()
+        self.coverage = ParseCoverage()  # of committed prompts, so a resumed run counts alike
         self.streak = 0  # committed prompts in a row that accepted nothing
         self.status: str | None = None
         self.message = ""
@@ -214,7 +219,7 @@ class Generator:
         assert slot.completion is not None
         k = slot.prompt
         slot.processed = True
-        found, slot.rejected = instructions.read(
+        found, slot.rejected, slot.reading = instructions.read(
             slot.completion,
             shown=slot.shown,
             chat=self.chat,
@@ -240,7 +245,8 @@ class Generator:
 
     def _on_classification(self, candidate: _Candidate, completion: Completion, rid: str) -> None:
         text = candidate.found.instruction
-        answer, failed = classification.read(completion, text, rid)
+        answer, failed, reading = classification.read(completion, text, rid)
+        candidate.readings += [reading] if reading else []
         if failed is not None:
             candidate.decided = True
             candidate.rejected.append(failed)
@@ -256,13 +262,14 @@ class Generator:
 
     def _on_instances(self, candidate: _Candidate, completion: Completion, rid: str) -> None:
         found = candidate.found
-        kept, rejected = instances.read(
+        kept, rejected, reading = instances.read(
             completion,
             instruction=found.instruction,
             classification=bool(candidate.is_classification),
             max_instances=self.cfg.max_instances,
             request_id=rid,
         )
+        candidate.readings += [reading] if reading else []
         candidate.decided = True
         candidate.rejected.extend(rejected)
         if kept is None:
@@ -315,6 +322,10 @@ class Generator:
             self.pool_after.append(len(self.accepted))
             self.rejected.update(r.reason for r in rejected if r.stage != "instance")
             self.instance_drops.update(r.reason for r in rejected if r.stage == "instance")
+            readings = [slot.reading] + [r for c in slot.candidates for r in c.readings]
+            for reading in readings:
+                if reading is not None:
+                    self.coverage.add(reading)
             self.streak = 0 if tasks else self.streak + 1
             self.next_commit += 1
             self._check_finished()
@@ -479,6 +490,7 @@ def write_manifest(gen: Generator, status: str, message: str = "") -> None:
                 "prompts": gen.next_commit,
                 "rejected": dict(gen.rejected),
                 "instances_dropped": dict(gen.instance_drops),
+                "parse_coverage": gen.coverage.model_dump(),
                 "requests": requests,
             },
             "table1": table1(gen.accepted).model_dump(),
@@ -519,6 +531,7 @@ def summarize(gen: Generator, started: float) -> GenerateSummary:
         cost_usd=gen.dispatch.cost(),
         rejected=dict(gen.rejected),
         instances_dropped=dict(gen.instance_drops),
+        parse_coverage=gen.coverage,
         table1=table1(gen.accepted),
         backend=gen.backend.stats(),
         seconds=round(time.perf_counter() - started, 3),

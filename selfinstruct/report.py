@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from selfinstruct.coverage import ParseCoverage
 from selfinstruct.errors import SelfInstructError
 from selfinstruct.records import Rejected, Task, read_tasks
 from selfinstruct.rundir import RunDir
@@ -30,7 +31,7 @@ from selfinstruct.store import RunStore, generate_dir
 
 SECTIONS = ("funnel", "similarity", "lengths", "classification", "instances", "verbs")
 # Sections written as HTML tables rather than figures.
-TABLES = ("table1", "quality", "usage", "samples")
+TABLES = ("table1", "coverage", "quality", "usage", "samples")
 
 
 class ReportResult(BaseModel):
@@ -202,6 +203,34 @@ def quality_section(gen: Path, tasks: list[Task]) -> str:
     )
 
 
+def _coverage_section(manifest: dict[str, Any]) -> str:
+    """How much of each stage's completions the parsers read: a new model whose format is not
+    understood shows here first."""
+    esc = html.escape
+    counts = manifest.get("counts", {}).get("parse_coverage")
+    if counts is None:
+        body = "<p>Not recorded: this run was written by an older selfinstruct.</p>"
+    else:
+        coverage = ParseCoverage.model_validate(counts)
+        rows = "".join(
+            f"<tr><th>{esc(name)}</th><td>{c.fully:,}</td><td>{c.partly:,}</td>"
+            f"<td>{c.not_read:,}</td><td>"
+            + esc(
+                ", ".join(f"{k} {v}" for k, v in sorted(c.reasons.items(), key=lambda kv: -kv[1]))
+            )
+            + "</td></tr>"
+            for name, c in coverage.stages()
+        )
+        body = (
+            "<p>Each completion of each stage, as its parser read it: every piece used (fully), "
+            "some pieces left out (in part), or nothing usable (not read), with what was left "
+            "out. A model whose output format is not understood shows many completions in the "
+            "last two columns.</p><table><tr><th>stage</th><th>fully</th><th>in part</th>"
+            f"<th>not read</th><th>left out, by reason</th></tr>{rows}</table>"
+        )
+    return f'<section id="coverage"><h2>How the completions were read</h2>{body}</section>'
+
+
 def _img(name: str, data: bytes) -> str:
     return (
         f'<img alt="{name}" src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">'
@@ -250,6 +279,7 @@ def _html(
         f"<tr><th>{esc(label)}</th><td>{esc(ours)}</td><td>{esc(paper)}</td></tr>"
         for label, ours, paper in table1_rows(table1(tasks))
     )
+    coverage = _coverage_section(manifest)
     instance_drops = Counter(r.reason for r in rejected if r.stage == "instance")
     drop_text = ", ".join(f"{esc(k)} {v}" for k, v in instance_drops.most_common()) or "none"
     section = lambda key, title, text: (  # noqa: E731 - a local template, read once
@@ -273,6 +303,7 @@ img {{ max-width: 100%; }} .kpi {{ display: flex; gap: 2em; }} .kpi div {{ font-
 A stage that breaks shows here first: no classification tasks, no inputs, empty outputs.</p>
 <table><tr><th>statistic</th><th>this run</th><th>paper (GPT-3)</th></tr>{stats_rows}</table>
 <p>Instances dropped from tasks that were kept: {drop_text}.</p></section>
+{coverage}
 <!--quality-->
 {
         section(

@@ -98,7 +98,20 @@ def test_every_filter_and_routing(tmp_path: Path) -> None:
         return None
 
     backend = ScriptedBackend(answers=[rule])
-    run_generate(config(tmp_path, target_tasks=3, window=2), backend)
+    summary = run_generate(config(tmp_path, target_tasks=3, window=2), backend)
+    # How the completions were read, per stage: the chat preamble gave nothing, the cut-off
+    # list lost its last item, "It depends" is no answer.
+    coverage = summary.parse_coverage
+    assert coverage.instructions.not_read == 1 and coverage.instructions.partly >= 1
+    assert {"truncated", "preamble"} <= set(coverage.instructions.reasons)
+    unclear = coverage.classification.reasons["no_yes_or_no"]
+    assert unclear == coverage.classification.not_read >= 1
+    assert coverage.instances.fully >= 3
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["counts"]["parse_coverage"] == coverage.model_dump()
+    # A resumed run replays the journal and counts the same.
+    again = run_generate(config(tmp_path, target_tasks=3, window=2), ScriptedBackend())
+    assert again.parse_coverage == coverage
     rejected = read(tmp_path / "run" / "rejected.jsonl")
     reasons = {(r["stage"], r["reason"]) for r in rejected}
     assert {

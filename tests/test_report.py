@@ -31,6 +31,8 @@ def test_report_has_every_section_with_its_image(tmp_path: Path) -> None:
     assert "<td>" in page.split('id="samples"')[1]  # sample rows are there
     table1 = page.split('id="table1"')[1].split("</section>")[0]
     assert "classification" in table1 and "52,445" in table1  # this run beside the paper
+    coverage = page.split('id="coverage"')[1].split("</section>")[0]
+    assert re.search(r"<th>instances</th><td>\d+</td><td>\d+</td><td>\d+</td>", coverage)
 
 
 def test_report_on_a_job_directory_and_errors(tmp_path: Path) -> None:

@@ -37,3 +37,21 @@ def test_parse_is_classification() -> None:
     assert parse_is_classification("Microwave food.\n\nThe answer is no.") is False
     assert parse_is_classification("A task is a classification task when its answer") is None
     assert parse_is_classification("") is None
+
+
+def test_a_yes_that_offers_help_is_no_answer() -> None:
+    # Chat replies to the prompt as if it were small talk: not a classification answer.
+    for reply in (
+        "Yes, I can answer your question. What would you like to know?",
+        "Yes, of course! What would you like to ask?",
+        "Yes, I'd be happy to help. What",
+        "Sure! Yes. How can I help you today?",
+        "No problem, what do you want to classify",
+        "No problem! What would you like me to do?",
+    ):
+        assert parse_is_classification(reply) is None, reply
+    # An answer that goes on to talk about the task still counts.
+    assert parse_is_classification("Yes, I think it is a classification task.") is True
+    assert parse_is_classification("No, I would not call it classification.") is False
+    assert parse_is_classification("Yes, the output is one of two labels?") is True
+    assert parse_is_classification("No, I don't think so.") is False

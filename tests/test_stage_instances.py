@@ -199,3 +199,77 @@ def test_a_field_header_with_nothing_after_it_is_dropped() -> None:
     assert [r for r, _ in verdict.dropped] == ["field_header_only"] * 3
     only = filter_instances([Instance(input="Here is the list:", output="The sorted list is:")], 5)
     assert only.kept == [] and only.task_reason == "no_valid_instances"
+
+
+def test_a_weak_hint_in_the_instruction_does_not_throw_answers_away() -> None:
+    # Second round, real output: "this" and "the essay" made tasks look as if they needed an
+    # input, and the model's valid answers were dropped as bare_answer_needs_input.
+    goals = "Write down your goals for this year and the next 5 years."
+    text = "Example 1\nLearn Spanish; run a marathon.\n\nExample 2\nSave for a house; travel."
+    assert pairs(text, instruction=goals) == [
+        ("", "Learn Spanish; run a marathon."),
+        ("", "Save for a house; travel."),
+    ]
+    essay = "Write an essay about your town. Make sure the essay has three paragraphs."
+    assert not needs_input(essay) and not needs_input("What's the best movie to watch tonight?")
+    # Strong evidence still counts: a named text to work on, "given", speakers of a dialogue.
+    for instruction in (
+        "Summarize the news article.",
+        "Create a timeline of the conversation",
+        "Evaluate the tone of each speaker.",
+        "Sort these numbers.",
+        "Write a reply to this email.",
+    ):
+        assert needs_input(instruction), instruction
+
+
+def test_a_bare_answer_that_works_on_an_unseen_input_or_talks_about_the_task() -> None:
+    parsed = parse_instances(
+        "The original sentence contains an error; it should read: I am here.",
+        False,
+        False,
+        "Rewrite it correctly.",
+    )
+    assert parsed.instances == [] and parsed.dropped[0][0] == "bare_answer_needs_input"
+    parsed = parse_instances(
+        "This is a complex task that requires several steps.", False, False, "Plan a trip."
+    )
+    assert parsed.instances == [] and parsed.dropped[0][0] == "not_an_answer"
+
+
+def test_examples_written_in_the_tasks_own_fields() -> None:
+    antonym = "Find the antonym of the word."
+    assert pairs("Word: Happy\nAntonym: Sad", instruction=antonym) == [("Word: Happy", "Sad")]
+    text = "Example 1\nWord: Happy\nAntonym: Sad\n\nExample 2\nWord: Big\nAntonym: Small"
+    assert pairs(text, instruction="Give me antonyms.") == [
+        ("Word: Happy", "Sad"),
+        ("Word: Big", "Small"),
+    ]
+    two = "Sentence: I love it.\nTone: warm\nSentiment: positive\nSentence: Meh.\nTone: flat\n"
+    two += "Sentiment: negative"
+    assert pairs(two, instruction="Rate the sentiment.") == [
+        ("Sentence: I love it.\nTone: warm", "positive"),
+        ("Sentence: Meh.\nTone: flat", "negative"),
+    ]
+    # Not fields: one answer in parts, a numbered list of one kind, a profile the task asked for.
+    parts = "Structure: two people talk.\n\nContent: a trip."
+    assert (
+        pairs(parts, instruction="Compare the dialogues in terms of structure and content.") == []
+    )
+    dialogue = "Speaker 1: hi\nSpeaker 2: hey\nSpeaker 1: bye\nSpeaker 2: ok"
+    assert pairs(dialogue, instruction="Write a short dialogue.") == [("", dialogue)]
+    profile = "Name: John\nAge: 25"
+    assert pairs(profile, instruction="Make up a profile with name and age.") == [("", profile)]
+
+
+def test_one_answer_written_under_several_output_labels() -> None:
+    text = "Input: Plan a party.\nOutput: Pick a date.\nOutput: Invite friends.\nOutput: Buy food."
+    assert pairs(text) == [("Plan a party.", "Pick a date.\nInvite friends.\nBuy food.")]
+    assert pairs("Output: Pick a date.\nOutput: Invite friends.", instruction="Plan a party.") == [
+        ("", "Pick a date.\nInvite friends.")
+    ]
+    # Separate examples of a task without input stay separate.
+    assert pairs("Output: A haiku.\n\nOutput: Another haiku.", instruction="Write a haiku.") == [
+        ("", "A haiku."),
+        ("", "Another haiku."),
+    ]

@@ -13,6 +13,7 @@ import re
 
 from selfinstruct.backends.base import Completion, Prompt
 from selfinstruct.config import SamplingParams
+from selfinstruct.coverage import Reading
 from selfinstruct.prompts import Templates
 from selfinstruct.records import Rejected, Task
 from selfinstruct.stages.text import one_line
@@ -44,9 +45,18 @@ def sampling(chat: bool) -> SamplingParams:
     )
 
 
-_LEADING_ANSWER = re.compile(r"^[\W_]*(yes|no)\b", re.IGNORECASE)
+# "No problem" and "no worries" are pleasantries, not answers.
+_LEADING_ANSWER = re.compile(r"^[\W_]*(yes|no)\b(?![ \t]+(problem|worries)\b)", re.IGNORECASE)
 # "Is it classification? Yes" echoed from the examples, or "The answer is no."
 _STATED_ANSWER = re.compile(r"(?:classification\?|the answer is:?)\s*\W*(yes|no)\b", re.IGNORECASE)
+# A chat model that takes the prompt for a request to talk: "Yes, I can answer your question.
+# What would you like to know?" opens with "Yes" but answers nothing.
+_OFFER = re.compile(
+    r"\b(i\s*(can|could|will|would|'d|'ll|am|'m)\s+(be\s+)?(happy|glad|answer|help|assist|try)|"
+    r"happy to|glad to|what would you like|what do you|how can i|ask away|go ahead)\b",
+    re.IGNORECASE,
+)
+_ABOUT_THE_TASK = re.compile(r"classif|categor|label|\bclass", re.IGNORECASE)
 _NEGATED = re.compile(r"^(it|this|this task|that)\s+(is not|isn't)\b", re.IGNORECASE)
 _AFFIRMED = re.compile(r"^(it|this|this task|that)\s+is\s+(a\s+)?classification\b", re.IGNORECASE)
 
@@ -57,11 +67,14 @@ def parse(text: str) -> bool | None:
     Base models answer "Yes"/"No"; chat models sometimes answer in a sentence ("This is not a
     classification task.", "The answer is yes.") or echo the question before answering. A
     sentence that only restates the definition ("A task is a classification task when ...")
-    is no answer.
+    is no answer, nor is a "Yes" that offers to help or asks back instead of answering.
     """
     stripped = text.strip()
     leading = _LEADING_ANSWER.match(stripped)
     if leading:
+        rest = stripped[leading.end() :]
+        if not _ABOUT_THE_TASK.search(rest) and (_OFFER.search(rest) or "?" in rest):
+            return None
         return leading.group(1).lower() == "yes"
     stated = _STATED_ANSWER.search(stripped)
     if stated:
@@ -76,11 +89,14 @@ def parse(text: str) -> bool | None:
 
 def read(
     completion: Completion, instruction: str, request_id: str
-) -> tuple[bool | None, Rejected | None]:
+) -> tuple[bool | None, Rejected | None, Reading | None]:
     """Whether the task is classification (unreadable: False, as in the paper), or, when the
-    request failed, the reject that drops the task."""
+    request failed, the reject that drops the task; and whether the answer could be read."""
     if completion.finish_reason == "error":
-        return None, Rejected.of(
+        failed = Rejected.of(
             NAME, "request_failed", instruction, request_id, error=completion.error or ""
         )
-    return bool(parse(completion.text)), None
+        return None, failed, None
+    answer = parse(completion.text)
+    unread = () if answer is not None else ("no_yes_or_no",)
+    return bool(answer), None, Reading(NAME, int(answer is not None), unread)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from selfinstruct.backends.base import Completion, Prompt
 from selfinstruct.config import GenerateConfig, SamplingParams
+from selfinstruct.coverage import Reading
 from selfinstruct.prompts import Templates
 from selfinstruct.records import Instance, Rejected, Task
 from selfinstruct.stages.text import clean_input, one_line, unmark
@@ -99,6 +100,13 @@ class ParsedInstances:
         self.dropped.append((reason, text.strip()))
         self.last_kept = False
 
+    def extend_last(self, more: str) -> None:
+        """The last instance's output goes on in `more`."""
+        last = self.instances[-1]
+        output = f"{last.output}\n{more.strip()}".strip()
+        self.instances[-1] = Instance(input=last.input, output=output)
+        self.last_kept = True
+
     def cut_off(self) -> None:
         """The model was cut off: whatever the text ended with is incomplete."""
         if self.last_kept and self.instances:
@@ -122,25 +130,68 @@ _LABEL = re.compile(
 )
 _FIELD = re.compile(r"^([A-Z][\w' -]{0,40}?)\s*:")  # "Sentence:", "Question 1:", "List:"
 
-# Words in an instruction that point at something the task works on. Used only to decide
-# whether unlabelled text can be a whole answer (an output with no input).
-_NEEDS_INPUT = re.compile(
-    r"\b(given|following|provided|below|above|these|this|input|attached|"
-    r"(either|both|each|the two) (participants?|parties|people|persons?)|speakers?|"
-    r"the (?:[\w-]+ )?(text|sentences?|paragraph|passage|article|story|poem|essay|document|"
-    r"list|words?|numbers?|email|letter|message|review|tweet|post|code|function|program|snippet|"
-    r"table|data|dataset|string|equation|expression|question|statement|claim|conversations?|"
-    r"dialogues?|description|recipe|summary|headline|title|sequence|array|url|address|report|"
-    r"name|names|phrase|quote|lyrics|transcript|query|product|movie|book|song|passage|blank|"
-    r"problems?|argument|comment|ticket|password|item|speakers?|situation|contract|excerpt|"
-    r"chat|response|answer|result|paper|case|image|file))\b",
+# Does the task work on something it is given? Used only to decide whether unlabelled text
+# can be a whole answer (an output with no input), and since that drops what the model wrote,
+# only on strong evidence: a word that points at a given thing ("the following", "given",
+# "above", "input"), speakers of a dialogue, or "the/this/these" with a noun for a text to
+# work on ("the article", "this email") that does not name the task's own product ("Write an
+# essay ... the essay"). Weak hints do not count: "this" alone ("for this year"), nouns that
+# are rarely given ("the best movie", "the name").
+_POINTERS = re.compile(
+    r"\b(given|following|provided|below|above|attached|enclosed|input|shown|supplied|"
+    r"aforementioned|(either|both|each|the two) (participants?|parties|people|persons?)|"
+    r"speakers?)\b",
     re.IGNORECASE,
 )
+_TEXT_NOUNS = (
+    r"texts?|sentences?|paragraphs?|passages?|articles?|documents?|emails?|letters?|messages?|"
+    r"reviews?|tweets?|posts?|code|functions?|programs?|snippets?|scripts?|tables?|data|"
+    r"datasets?|strings?|equations?|expressions?|statements?|claims?|conversations?|"
+    r"dialogues?|dialogs?|transcripts?|excerpts?|lists?|words?|numbers?|arrays?|sequences?|"
+    r"urls?|files?|images?|phrases?|quotes?|lyrics|poems?|story|stories|essays?|papers?|"
+    r"reports?|recipes?|query|queries|blanks?|arguments?|contracts?|sets?"
+)
+_NAMED_TEXT = re.compile(
+    r"\b(?:the|this|these|that|those)\s+"
+    r"(?:[\w-]+\s+)?"  # one word between: "the news article", "these two sentences"
+    rf"({_TEXT_NOUNS})\b",
+    re.IGNORECASE,
+)
+_MAKE = r"(?:write|compose|create|generate|draft|make|design|produce|invent|come up with)"
+
+
+def _refers_to_output(instruction: str, found: re.Match[str]) -> bool:
+    """ "Write an essay ... the essay": the noun names what the task asks for, not an input."""
+    noun = re.escape(found.group(1))
+    before = instruction[: found.start()]
+    introduced = re.search(
+        rf"\b(?:a|an|one|some|your|own)\s+(?:[\w-]+\s+){{0,3}}{noun}\b", before, re.IGNORECASE
+    )
+    made = re.match(rf"\s*{_MAKE}\s*$", before, re.IGNORECASE)
+    return bool(introduced or made)
 
 
 def needs_input(instruction: str) -> bool:
-    """Does the instruction refer to something it is given (a text, a list, "the following")?"""
-    return bool(_NEEDS_INPUT.search(instruction))
+    """Does the instruction clearly refer to something it is given (a text, a list, "the
+    following")?"""
+    if _POINTERS.search(instruction):
+        return True
+    return any(
+        not _refers_to_output(instruction, found) for found in _NAMED_TEXT.finditer(instruction)
+    )
+
+
+# A bare answer that itself works on a text it was shown ("The original sentence contains an
+# error") answers an input that is not there; one that talks about the task ("This is a
+# complex task that ...") answers nothing.
+_ANSWERS_UNSEEN_INPUT = re.compile(
+    rf"\b(?:the|this)\s+(?:original|given|above|provided|following|input)\s+({_TEXT_NOUNS})\b",
+    re.IGNORECASE,
+)
+_TASK_TALK = re.compile(
+    r"^(?:this|the|your)\s+(?:is\s+)?(?:(?:a|an)\s+)?(?:[\w-]+\s+){0,3}(?:task|instruction)s?\b",
+    re.IGNORECASE,
+)
 
 
 def _cut_at_next_task(text: str) -> str:
@@ -241,6 +292,11 @@ def _input_first(body: str, instruction: str, parsed: ParsedInstances) -> None:
     else:
         blocks = [body]
     labelled = any(_LABEL.search(block) for block in blocks)
+    fielded = None if labelled else _fielded(blocks, instruction)
+    if fielded:
+        for given, output in fielded:
+            parsed.keep(given, output)
+        return
     for block in blocks:
         if not block.strip():
             continue
@@ -257,11 +313,88 @@ def _unlabelled(
     text = block.strip()
     if others_labelled:
         parsed.drop("unlabelled", text)
-    elif instruction and needs_input(instruction):
+    elif (instruction and needs_input(instruction)) or _ANSWERS_UNSEEN_INPUT.search(text):
         # The answer to a task about "the given text" is useless without that text.
         parsed.drop("bare_answer_needs_input", text)
+    elif _TASK_TALK.match(text):
+        parsed.drop("not_an_answer", text)
     else:
         parsed.keep("", text)
+
+
+_FIELD_LINE = re.compile(
+    r"^[ \t]*(?:[-*][ \t]+)?(?:\*\*|__)?([A-Z][\w' -]{0,30}?)(?:\*\*|__)?[ \t]*:"
+    r"(?:\*\*|__)?[ \t]*(.*)$"
+)
+
+
+def _fields(text: str) -> list[tuple[str, str]] | None:
+    """ "Name: value" lines (a line without a name continues the value before it), or None
+    when the text does not open with a field."""
+    fields: list[tuple[str, str]] = []
+    for line in text.strip().splitlines():
+        found = _FIELD_LINE.match(line)
+        if found:
+            fields.append((found.group(1).strip(), found.group(2).strip()))
+        elif not fields:
+            return None
+        elif line.strip():
+            name, value = fields[-1]
+            fields[-1] = (name, f"{value}\n{line.strip()}".strip())
+    return fields or None
+
+
+def _stem(name: str) -> str:
+    # "Speaker 1" and "Speaker 2", "Person A" and "Person B": one kind of field, numbered.
+    return re.sub(r"(\s+(\d+|[A-Z])|'s\b.*)$", "", name).lower()
+
+
+def _given_things(instruction: str) -> set[str]:
+    """What the instruction says it works on: "the word", "the given sentence" -> {"word",
+    "sentence"}."""
+    found = {
+        m.group(1)
+        for m in _NAMED_TEXT.finditer(instruction)
+        if not _refers_to_output(instruction, m)
+    }
+    found |= set(re.findall(r"\b(?:given|following|provided|input)\s+([\w-]+)", instruction, re.I))
+    return {word.lower().rstrip("s") for word in found}
+
+
+def _fielded(blocks: list[str], instruction: str) -> list[tuple[str, str]] | None:
+    """Examples written with the task's own field names and no Input/Output labels
+    ("Word: Happy\nAntonym: Sad"): each group of fields is one instance, its last field the
+    output and the fields before it the input (names kept, as the paper keeps them). Fields of
+    two or more kinds, and either two or more groups with the same fields, or one group whose
+    first field is what the instruction works on ("the word"): a lone group is otherwise as
+    likely one answer in parts ("Structure: ...\nContent: ..."). Numbered fields of one kind
+    ("Speaker 1:", "Speaker 2:") are a list, not fields."""
+    groups: list[list[tuple[str, str]]] = []
+    for block in blocks:
+        if not block.strip():
+            continue
+        fields = _fields(block)
+        if fields is None:
+            return None
+        first = fields[0][0].lower()
+        for name, value in fields:
+            if name.lower() == first or not groups or groups[-1] is None:
+                groups.append([])
+            groups[-1].append((name, value))
+        groups.append(None)  # type: ignore[arg-type]  # a block ends its last group
+    groups = [g for g in groups if g]
+    shapes = {tuple(name.lower() for name, _ in group) for group in groups}
+    if not groups or len(shapes) != 1:
+        return None
+    (shape,) = shapes
+    if len(shape) < 2 or len({_stem(name) for name in shape}) < 2:
+        return None
+    if len(groups) == 1 and _stem(shape[0]).rstrip("s") not in _given_things(instruction):
+        return None
+    return [
+        ("\n".join(f"{name}: {value}" for name, value in group[:-1]), group[-1][1])
+        for group in groups
+    ]
 
 
 def _pairs(block: str, parsed: ParsedInstances) -> None:
@@ -283,7 +416,11 @@ def _pairs(block: str, parsed: ParsedInstances) -> None:
     pending: str | None = None  # the input waiting for its output
     field_name: str | None = None
     for k, (kind, text) in enumerate(segments):
-        if kind == "output":
+        if kind == "output" and _continues_output(segments, k, pending, parsed):
+            # "Input: x\nOutput: part 1\nOutput: part 2": one answer written in parts.
+            output, pending = _split_off_next_input(text, field_name)
+            parsed.extend_last(output)
+        elif kind == "output":
             output, leftover = _split_off_next_input(text, field_name)
             parsed.keep(pending or "", output)
             pending = leftover
@@ -299,6 +436,19 @@ def _pairs(block: str, parsed: ParsedInstances) -> None:
             field_name = found.group(1) if found else None
     if pending is not None and pending.strip():
         parsed.drop("no_output", pending)
+
+
+def _continues_output(
+    segments: list[tuple[str, str]], k: int, pending: str | None, parsed: ParsedInstances
+) -> bool:
+    """Does output segment `k` go on with the answer before it? Yes when no input came between
+    and that answer has an input (a second answer to one input is a part of it, or the task
+    would be dropped for conflicting outputs) or follows it on the next line (no blank line)."""
+    if k == 0 or segments[k - 1][0] != "output" or pending is not None:
+        return False
+    if not (parsed.last_kept and parsed.instances):
+        return False
+    return bool(parsed.instances[-1].input) or not segments[k - 1][1].rstrip(" \t").endswith("\n\n")
 
 
 def _split_off_next_input(text: str, field_name: str | None) -> tuple[str, str | None]:
@@ -374,31 +524,39 @@ def read(
     classification: bool,
     max_instances: int,
     request_id: str,
-) -> tuple[list[Instance] | None, list[Rejected]]:
-    """The instances kept for a task (None: the task is dropped), and every drop recorded:
-    the task's own when it goes, each lost instance's when it stays."""
+) -> tuple[list[Instance] | None, list[Rejected], Reading | None]:
+    """The instances kept for a task (None: the task is dropped), every drop recorded (the
+    task's own when it goes, each lost instance's when it stays), and how much of the
+    completion the parser read (None: the request failed)."""
     if completion.finish_reason == "error":
-        return None, [
-            Rejected.of(
-                NAME, "request_failed", instruction, request_id, error=completion.error or ""
-            )
-        ]
+        failed = Rejected.of(
+            NAME, "request_failed", instruction, request_id, error=completion.error or ""
+        )
+        return None, [failed], None
     parsed = parse(
         completion.text, classification, completion.finish_reason == "length", instruction
     )
+    unread = tuple(reason for reason, _ in parsed.dropped) or (
+        () if parsed.instances else ("no_text" if not completion.text.strip() else "nothing_found",)
+    )
+    reading = Reading(NAME, len(parsed.instances), unread)
     verdict = filter_instances(parsed.instances, max_instances)
     if verdict.task_reason is not None:
         dropped = [reason for reason, _ in parsed.dropped + verdict.dropped]
-        return None, [
-            Rejected.of(
-                NAME,
-                verdict.task_reason,
-                instruction,
-                request_id,
-                raw=completion.text[:2000],
-                dropped=dropped,
-            )
-        ]
+        return (
+            None,
+            [
+                Rejected.of(
+                    NAME,
+                    verdict.task_reason,
+                    instruction,
+                    request_id,
+                    raw=completion.text[:2000],
+                    dropped=dropped,
+                )
+            ],
+            reading,
+        )
     # The task is kept; each instance it lost is still accounted for.
     rejected = [
         Rejected.of("instance", reason, instruction, request_id, raw=raw[:2000])
@@ -415,4 +573,4 @@ def read(
         )
         for reason, inst in verdict.dropped
     ]
-    return verdict.kept, rejected
+    return verdict.kept, rejected, reading

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from selfinstruct.backends.base import Completion, Prompt
 from selfinstruct.config import GenerateConfig, SamplingParams
+from selfinstruct.coverage import Reading
 from selfinstruct.prompts import Templates
 from selfinstruct.records import Rejected, Task
 from selfinstruct.rules import RuleFilter
@@ -338,12 +339,13 @@ def read(
     rules: RuleFilter,
     index: RougeLIndex,
     request_id: str,
-) -> tuple[list[Candidate], list[Rejected]]:
-    """The candidates of one instruction list, and every item dropped on the way. Each
-    candidate is added to `index`, so the next list is compared with it (call in prompt
-    order)."""
+) -> tuple[list[Candidate], list[Rejected], Reading | None]:
+    """The candidates of one instruction list, every item dropped on the way, and how much of
+    the completion the parser read (None: the request failed). Each candidate is added to
+    `index`, so the next list is compared with it (call in prompt order)."""
     if completion.finish_reason == "error":
-        return [], [Rejected.of("request", "request_failed", completion.error or "", request_id)]
+        failed = Rejected.of("request", "request_failed", completion.error or "", request_id)
+        return [], [failed], None
     parsed = parse(
         completion.text,
         completion.finish_reason == "length",
@@ -352,6 +354,7 @@ def read(
         max_items=cfg.max_new_per_prompt,
     )
     rejected = [Rejected.of("parse", reason, raw, request_id) for reason, raw in parsed.dropped]
+    reading = Reading(NAME, len(parsed.instructions), tuple(r for r, _ in parsed.dropped))
     candidates = []
     for text in parsed.instructions:
         hit = rules.check(text)
@@ -380,4 +383,4 @@ def read(
                 avg_similarity=float(scores.mean()) if len(scores) else None,
             )
         )
-    return candidates, rejected
+    return candidates, rejected, reading
