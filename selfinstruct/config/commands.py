@@ -43,6 +43,8 @@ class SamplingParams(Options):
     # vLLM; OpenAI-compatible servers have no such option). Small models otherwise end a list
     # after its first item.
     ignore_eos: bool = option(False, "write past end-of-sequence (set by the loop)", cli=False)
+    # A JSON schema (as JSON text: the params stay hashable) the server must hold the reply to.
+    json_schema: str | None = option(None, "reply schema (set by the loop)", cli=False)
 
 
 class InstructionSampling(SamplingParams):
@@ -309,6 +311,21 @@ class GenerateConfig(BackendOptions, NoveltyOptions, PricesOption):
         group="Method",
     )
     max_instances: int = option(5, "paper: at most 5 instances per task", ge=1, group="Method")
+    structured: bool = option(
+        False,
+        "ask a chat model for JSON held to a schema by the server (vLLM, OpenAI, llama.cpp) "
+        "instead of the paper's text format: the reply is validated, an invalid one asked "
+        "again; the local transformers backend cannot enforce a schema",
+        group="Method",
+    )
+    structured_retries: int = option(
+        2,
+        "with --structured: times an invalid reply is asked again (past the token limit: "
+        "with twice the tokens; else sampled anew) before it counts as unread",
+        ge=0,
+        le=10,
+        group="Method",
+    )
     instruction_sampling: InstructionSampling = option(
         default_factory=InstructionSampling, prefix="instruction-"
     )

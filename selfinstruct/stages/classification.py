@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import re
 
+from pydantic import BaseModel
+
 from selfinstruct.backends.base import Completion, Prompt
 from selfinstruct.config import SamplingParams
 from selfinstruct.coverage import Reading
 from selfinstruct.prompts import Templates
 from selfinstruct.records import Rejected, Task
-from selfinstruct.stages.text import one_line
+from selfinstruct.stages.text import json_schema, one_line, read_json, with_json_hint
 
 NAME = "classification"
 TEMPLATES = ("is_classification",)
@@ -30,19 +32,39 @@ def examples(tasks: list[Task]) -> str:
     )
 
 
-def render(templates: Templates, shown: list[Task], instruction: str, chat: bool) -> Prompt:
-    return templates.render(
+def render(
+    templates: Templates, shown: list[Task], instruction: str, chat: bool, structured: bool = False
+) -> Prompt:
+    prompt = templates.render(
         "is_classification", chat, examples=examples(shown), instruction=one_line(instruction)
     )
+    return with_json_hint(prompt, JSON_HINT) if structured and chat else prompt
 
 
-def sampling(chat: bool) -> SamplingParams:
+def sampling(chat: bool, structured: bool = False) -> SamplingParams:
+    if structured:
+        return SamplingParams(temperature=0.0, top_p=1.0, max_tokens=24, json_schema=REPLY_SCHEMA)
     return SamplingParams(
         temperature=0.0,
         top_p=1.0,
         max_tokens=16 if chat else 3,
         stop=() if chat else ("\n", "Task"),
     )
+
+
+# -- the structured reply (--structured) ---------------------------------------------------
+
+
+class ClassificationAnswer(BaseModel):
+    is_classification: bool
+
+
+JSON_HINT = 'Reply with JSON only: {"is_classification": true} or {"is_classification": false}.'
+REPLY_SCHEMA = json_schema(ClassificationAnswer)
+
+
+def reply_is_valid(text: str) -> bool:
+    return read_json(ClassificationAnswer, text) is not None
 
 
 # "No problem" and "no worries" are pleasantries, not answers.
@@ -88,7 +110,7 @@ def parse(text: str) -> bool | None:
 
 
 def read(
-    completion: Completion, instruction: str, request_id: str
+    completion: Completion, instruction: str, request_id: str, structured: bool = False
 ) -> tuple[bool | None, Rejected | None, Reading | None]:
     """Whether the task is classification (unreadable: False, as in the paper), or, when the
     request failed, the reject that drops the task; and whether the answer could be read."""
@@ -97,6 +119,11 @@ def read(
             NAME, "request_failed", instruction, request_id, error=completion.error or ""
         )
         return None, failed, None
-    answer = parse(completion.text)
-    unread = () if answer is not None else ("no_yes_or_no",)
+    if structured:
+        reply = read_json(ClassificationAnswer, completion.text)
+        answer = None if reply is None else reply.is_classification
+        unread: tuple[str, ...] = () if reply is not None else ("invalid_json",)
+    else:
+        answer = parse(completion.text)
+        unread = () if answer is not None else ("no_yes_or_no",)
     return bool(answer), None, Reading(NAME, int(answer is not None), unread)

@@ -26,12 +26,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from pydantic import BaseModel
+
 from selfinstruct.backends.base import Completion, Prompt
 from selfinstruct.config import GenerateConfig, SamplingParams
 from selfinstruct.coverage import Reading
 from selfinstruct.prompts import Templates
 from selfinstruct.records import Instance, Rejected, Task
-from selfinstruct.stages.text import clean_input, one_line, unmark
+from selfinstruct.stages.text import (
+    clean_input,
+    json_schema,
+    one_line,
+    read_json,
+    unmark,
+    with_json_hint,
+)
 
 NAME = "instances"
 TEMPLATES = ("instances_input_first", "instances_output_first")
@@ -64,23 +73,95 @@ def output_first_examples(tasks: list[Task]) -> str:
 
 
 def render(
-    templates: Templates, shown: list[Task], instruction: str, classification: bool, chat: bool
+    templates: Templates,
+    shown: list[Task],
+    instruction: str,
+    classification: bool,
+    chat: bool,
+    structured: bool = False,
 ) -> Prompt:
     if classification:
         name, blocks = "instances_output_first", output_first_examples(shown)
     else:
         name, blocks = "instances_input_first", input_first_examples(shown)
     # A completion prompt ends after the task line, where the first example starts.
-    return templates.render(
+    prompt = templates.render(
         name, chat, ending="\n", examples=blocks, instruction=one_line(instruction)
     )
+    if structured and chat:
+        return with_json_hint(prompt, LABELLED_HINT if classification else INPUT_FIRST_HINT)
+    return prompt
 
 
-def sampling(cfg: GenerateConfig, chat: bool) -> SamplingParams:
+def sampling(cfg: GenerateConfig, chat: bool, classification: bool = False) -> SamplingParams:
     """The paper's instance sampling; a completion stops before the next task or past the
     cap's last example."""
     stop = () if chat else ("\nTask:", "Task:", f"Example {cfg.max_instances + 1}")
-    return cfg.instance_sampling.model_copy(update={"stop": stop})
+    update: dict[str, object] = {"stop": stop}
+    if cfg.structured:
+        update["json_schema"] = reply_schema(classification, cfg.max_instances)
+    return cfg.instance_sampling.model_copy(update=update)
+
+
+# -- the structured reply (--structured) ---------------------------------------------------
+
+
+class _InputOutput(BaseModel):
+    input: str = ""
+    output: str
+
+
+class _Labelled(BaseModel):
+    # The label first: output-first, as the text prompt (the schema's order is the reply's).
+    class_label: str
+    input: str = ""
+
+
+class InputFirstReply(BaseModel):
+    instances: list[_InputOutput]
+
+
+class LabelledReply(BaseModel):
+    instances: list[_Labelled]
+
+
+INPUT_FIRST_HINT = (
+    'Reply with JSON only: {"instances": [{"input": "...", "output": "..."}, ...]}; write "" as '
+    "the input of a task that needs none."
+)
+LABELLED_HINT = (
+    'Reply with JSON only: {"instances": [{"class_label": "...", "input": "..."}, ...]}, each '
+    "class label first, then an input of that class."
+)
+
+
+def reply_schema(classification: bool, max_instances: int) -> str:
+    # An empty input is how a task without input is written: only outputs and labels must
+    # have text.
+    model = LabelledReply if classification else InputFirstReply
+    return json_schema(model, "instances", max_instances, may_be_empty=frozenset({"input"}))
+
+
+def reply_is_valid(text: str, classification: bool) -> bool:
+    return read_json(LabelledReply if classification else InputFirstReply, text) is not None
+
+
+def parse_json(text: str, classification: bool, truncated: bool) -> ParsedInstances:
+    """Instances from a structured reply; one that is not the schema's JSON is dropped whole
+    (`truncated` when cut off)."""
+    parsed = ParsedInstances()
+    if classification:
+        labelled = read_json(LabelledReply, text)
+        pairs = None if labelled is None else [(i.input, i.class_label) for i in labelled.instances]
+    else:
+        plain = read_json(InputFirstReply, text)
+        pairs = None if plain is None else [(i.input, i.output) for i in plain.instances]
+    if pairs is None:
+        parsed.drop("truncated" if truncated else "invalid_json", text or "(empty)")
+        return parsed
+    for given, output in pairs:
+        parsed.keep(given, output)
+    return parsed
 
 
 # -- the parser ----------------------------------------------------------------------------
@@ -524,6 +605,7 @@ def read(
     classification: bool,
     max_instances: int,
     request_id: str,
+    structured: bool = False,
 ) -> tuple[list[Instance] | None, list[Rejected], Reading | None]:
     """The instances kept for a task (None: the task is dropped), every drop recorded (the
     task's own when it goes, each lost instance's when it stays), and how much of the
@@ -533,9 +615,11 @@ def read(
             NAME, "request_failed", instruction, request_id, error=completion.error or ""
         )
         return None, [failed], None
-    parsed = parse(
-        completion.text, classification, completion.finish_reason == "length", instruction
-    )
+    truncated = completion.finish_reason == "length"
+    if structured:
+        parsed = parse_json(completion.text, classification, truncated)
+    else:
+        parsed = parse(completion.text, classification, truncated, instruction)
     unread = tuple(reason for reason, _ in parsed.dropped) or (
         () if parsed.instances else ("no_text" if not completion.text.strip() else "nothing_found",)
     )

@@ -23,6 +23,8 @@ import random
 import re
 from dataclasses import dataclass, field
 
+from pydantic import BaseModel
+
 from selfinstruct.backends.base import Completion, Prompt
 from selfinstruct.config import GenerateConfig, SamplingParams
 from selfinstruct.coverage import Reading
@@ -30,7 +32,7 @@ from selfinstruct.prompts import Templates
 from selfinstruct.records import Rejected, Task
 from selfinstruct.rules import RuleFilter
 from selfinstruct.similarity import RougeLIndex
-from selfinstruct.stages.text import one_line, unmark
+from selfinstruct.stages.text import json_schema, one_line, read_json, unmark, with_json_hint
 
 NAME = "instructions"
 TEMPLATES = ("instructions", "instructions_classification")
@@ -72,18 +74,25 @@ def listing(instructions: list[str]) -> str:
 
 
 def render(
-    templates: Templates, examples: list[str], chat: bool, count: int, classification: bool = False
+    templates: Templates,
+    examples: list[str],
+    chat: bool,
+    count: int,
+    classification: bool = False,
+    structured: bool = False,
 ) -> Prompt:
     """Few-shot prompt for new instructions; completion prompts end with the next number.
 
     `classification`: the prompt shows classification seeds only and asks for classification
     tasks (the paper's `--use_clf_seed_tasks_only`, which it used to get more of them).
+    `structured`: the reply is asked for as JSON (`InstructionList`).
     """
     name = "instructions_classification" if classification else "instructions"
     shown = listing(examples)
     nxt = len(examples) + 1
     if chat:
-        return templates.render(name, True, examples=shown, count=count, next=nxt)
+        prompt = templates.render(name, True, examples=shown, count=count, next=nxt)
+        return with_json_hint(prompt, JSON_HINT) if structured else prompt
     return templates.render(name, False, examples=f"{shown}\n{nxt}.")
 
 
@@ -92,9 +101,58 @@ def sampling(cfg: GenerateConfig, chat: bool, shown: int, prompt_number: int) ->
     blank line. Completion prompts write past end-of-sequence (see the module docstring)."""
     last = shown + cfg.max_new_per_prompt + 1
     stop = () if chat else (f"\n{last}.", f"\n{last} .", "\n\n")
-    return cfg.instruction_sampling.model_copy(
-        update={"stop": stop, "seed": cfg.seed + prompt_number, "ignore_eos": not chat}
-    )
+    update: dict[str, object] = {
+        "stop": stop,
+        "seed": cfg.seed + prompt_number,
+        "ignore_eos": not chat,
+    }
+    if cfg.structured:
+        update["json_schema"] = reply_schema(cfg.max_new_per_prompt)
+    return cfg.instruction_sampling.model_copy(update=update)
+
+
+# -- the structured reply (--structured) ---------------------------------------------------
+
+
+class InstructionList(BaseModel):
+    instructions: list[str]
+
+
+JSON_HINT = (
+    'Reply with JSON only, in place of the numbered list: {"instructions": ["<a task>", ...]}, '
+    "one string per task."
+)
+
+
+def reply_schema(count: int) -> str:
+    return json_schema(InstructionList, "instructions", count)
+
+
+def reply_is_valid(text: str) -> bool:
+    return read_json(InstructionList, text) is not None
+
+
+def parse_json(text: str, truncated: bool, max_items: int | None = None) -> ParsedInstructions:
+    """New instructions from a structured reply: each string tidied as a list item would be.
+    A reply that is not the schema's JSON is dropped whole (`truncated` when cut off)."""
+    out = ParsedInstructions()
+    reply = read_json(InstructionList, text)
+    if reply is None:
+        out.dropped.append(
+            ("truncated" if truncated else "invalid_json", text.strip() or "(empty)")
+        )
+        return out
+    for raw in reply.instructions:
+        found = _classify(raw.strip())
+        body = found.marker[1] if found.marker else raw  # "9. Plan a trip" in a string
+        tidy = _tidy([body], found.titled)
+        if not tidy:
+            out.dropped.append(("empty", raw or "(an item with no text)"))
+        elif max_items is not None and len(out.instructions) >= max_items:
+            out.dropped.append(("past_stop", tidy))
+        else:
+            out.instructions.append(tidy)
+    return out
 
 
 # -- the parser: what each line is ---------------------------------------------------------
@@ -346,13 +404,17 @@ def read(
     if completion.finish_reason == "error":
         failed = Rejected.of("request", "request_failed", completion.error or "", request_id)
         return [], [failed], None
-    parsed = parse(
-        completion.text,
-        completion.finish_reason == "length",
-        continues_list=not chat,
-        first_number=None if chat else shown + 1,
-        max_items=cfg.max_new_per_prompt,
-    )
+    truncated = completion.finish_reason == "length"
+    if cfg.structured:
+        parsed = parse_json(completion.text, truncated, cfg.max_new_per_prompt)
+    else:
+        parsed = parse(
+            completion.text,
+            truncated,
+            continues_list=not chat,
+            first_number=None if chat else shown + 1,
+            max_items=cfg.max_new_per_prompt,
+        )
     rejected = [Rejected.of("parse", reason, raw, request_id) for reason, raw in parsed.dropped]
     reading = Reading(NAME, len(parsed.instructions), tuple(r for r, _ in parsed.dropped))
     candidates = []
