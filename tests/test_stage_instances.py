@@ -52,8 +52,7 @@ def test_class_label_is_its_line_and_the_rest_is_the_input() -> None:
     assert pairs(text, True) == [
         ("Review: Loved it.\nRating: 5", "Positive"),
         ("Hated it.", "Negative"),
-        ("", "Neutral"),
-    ]
+    ]  # "Neutral" has no input where the others have one: an unwritten example
     # The label written on the next line, as the paper's parser also reads it.
     assert pairs("Class label:\nSpam\nEmail: Win now!", True) == [("Email: Win now!", "Spam")]
 
@@ -265,11 +264,48 @@ def test_examples_written_in_the_tasks_own_fields() -> None:
 def test_one_answer_written_under_several_output_labels() -> None:
     text = "Input: Plan a party.\nOutput: Pick a date.\nOutput: Invite friends.\nOutput: Buy food."
     assert pairs(text) == [("Plan a party.", "Pick a date.\nInvite friends.\nBuy food.")]
-    assert pairs("Output: Pick a date.\nOutput: Invite friends.", instruction="Plan a party.") == [
-        ("", "Pick a date.\nInvite friends.")
+    # Without an input, only a visibly unfinished answer goes on: numbered steps, a header.
+    steps = "Output: Step 1: pick a date.\nOutput: Step 2: invite friends."
+    assert pairs(steps, instruction="Plan a party.") == [
+        ("", "Step 1: pick a date.\nStep 2: invite friends.")
     ]
-    # Separate examples of a task without input stay separate.
-    assert pairs("Output: A haiku.\n\nOutput: Another haiku.", instruction="Write a haiku.") == [
-        ("", "A haiku."),
-        ("", "Another haiku."),
+    header = "Output: The plan:\nOutput: pick a date, invite friends."
+    assert pairs(header, instruction="Plan a party.") == [
+        ("", "The plan:\npick a date, invite friends.")
+    ]
+    # Answers of a task without input, one "Output:" after another (as GPT-3 writes them in
+    # the paper's runs), stay separate.
+    family = "Output: We are close.\nOutput: We rarely talk.\n\nOutput: We are many."
+    assert pairs(family, instruction="Tell me about your family.") == [
+        ("", "We are close."),
+        ("", "We rarely talk."),
+        ("", "We are many."),
+    ]
+
+
+def test_a_class_label_left_empty_is_not_the_input_line_after_it() -> None:
+    # Gemma 3 270M (base) wrote "Class label:" with nothing after it, then the input: the input
+    # line was read as the label and the task kept four instances with no label at all.
+    text = "Class label:\nInput: I'm a student.\nClass label:\nInput: The US is big.\n"
+    assert pairs(text, classification=True) == [("I'm a student.", ""), ("The US is big.", "")]
+    # A label written alone on the next line is still the label.
+    text = "Class label:\nPositive\nInput: I love it.\nClass label: Negative\nInput: Bad."
+    assert pairs(text, classification=True) == [("I love it.", "Positive"), ("Bad.", "Negative")]
+
+
+def test_a_class_label_without_its_input_among_labelled_inputs_is_dropped() -> None:
+    # Gemma 3 270M: "... Class label: Yes\nInput: 30 students\nClass label: No\n" and then the
+    # next task: the last example was never written.
+    text = "Class label: Yes\nInput: 10 students\nClass label: Yes\nInput: 20 students\n"
+    text += "Class label: No\n"
+    parsed = parse_instances(text, True, False)
+    assert [(i.input, i.output) for i in parsed.instances] == [
+        ("10 students", "Yes"),
+        ("20 students", "Yes"),
+    ]
+    assert parsed.dropped == [("no_input", "No")]
+    # Labels of a task that takes no input stay answers.
+    assert pairs("Class label: Yes\nClass label: No\n", classification=True) == [
+        ("", "Yes"),
+        ("", "No"),
     ]

@@ -334,11 +334,11 @@ _CLASS_LABEL = re.compile(
 
 def _output_first(body: str, parsed: ParsedInstances) -> None:
     starts = [m for m in _CLASS_LABEL.finditer(body)]
+    first_kept = len(parsed.instances)
+    bare: list[int] = []  # labels written with no input after them
     for k, found in enumerate(starts):
         end = starts[k + 1].start() if k + 1 < len(starts) else len(body)
-        chunk = body[found.end() : end].lstrip()
-        label, _, rest = chunk.partition("\n")
-        label = unmark(label).strip()
+        label, rest = _label_and_rest(body[found.end() : end])
         labels = list(_LABEL.finditer(rest))
         first = labels[0] if labels else None
         if first and first.group(1).lower() == "output" and not rest[: first.start()].strip():
@@ -358,7 +358,30 @@ def _output_first(body: str, parsed: ParsedInstances) -> None:
         opening = _LABEL.match(given)
         if opening and opening.group(1).lower() == "input":
             given = given[opening.end() :]
+        if not clean_input(given):
+            bare.append(len(parsed.instances))
         parsed.keep(given, label)
+    ours = parsed.instances[first_kept:]
+    if bare and any(inst.input for inst in ours):
+        # Where the other labels have inputs, a label with none is an example the model
+        # stopped writing ("Class label: No" and then the next task), not an answer.
+        last = len(parsed.instances) - 1
+        for index in reversed(bare):
+            parsed.instances.pop(index)
+        parsed.dropped.extend(("no_input", ours[i - first_kept].output) for i in bare)
+        parsed.last_kept = parsed.last_kept and bare[-1] != last
+
+
+def _label_and_rest(chunk: str) -> tuple[str, str]:
+    """The class label after "Class label:" (on its line, or alone on the next one) and the
+    text after it. "Class label:\nInput: ..." has no label: the input line is not one."""
+    label, _, rest = chunk.lstrip(" \t").partition("\n")
+    if not label.strip() and rest.strip():
+        ahead = rest.lstrip()
+        first, _, after = ahead.partition("\n")
+        if not _LABEL.match(first) and not _CLASS_LABEL.match(first):
+            label, rest = first, after
+    return unmark(label).strip(), rest
 
 
 def _input_first(body: str, instruction: str, parsed: ParsedInstances) -> None:
@@ -522,14 +545,28 @@ def _pairs(block: str, parsed: ParsedInstances) -> None:
 def _continues_output(
     segments: list[tuple[str, str]], k: int, pending: str | None, parsed: ParsedInstances
 ) -> bool:
-    """Does output segment `k` go on with the answer before it? Yes when no input came between
-    and that answer has an input (a second answer to one input is a part of it, or the task
-    would be dropped for conflicting outputs) or follows it on the next line (no blank line)."""
+    """Does output segment `k` go on with the answer before it? Only when no input came
+    between and either that answer has an input (a second answer to one input is a part of
+    it, or the task would be dropped for conflicting outputs) or it is visibly unfinished: it
+    ends with ":" or the new piece continues its numbering ("Step 1: ..." then "Step 2: ...").
+    Answers of a task without input written one "Output:" after another are separate."""
     if k == 0 or segments[k - 1][0] != "output" or pending is not None:
         return False
     if not (parsed.last_kept and parsed.instances):
         return False
-    return bool(parsed.instances[-1].input) or not segments[k - 1][1].rstrip(" \t").endswith("\n\n")
+    last = parsed.instances[-1]
+    if last.input:
+        return True
+    if last.output.rstrip().endswith(":"):
+        return True
+    before = _NUMBERED_LINE.match(
+        last.output.strip().splitlines()[-1] if last.output.strip() else ""
+    )
+    after = _NUMBERED_LINE.match(segments[k][1].strip())
+    return bool(before and after and int(after.group(1)) == int(before.group(1)) + 1)
+
+
+_NUMBERED_LINE = re.compile(r"^(?:step|part|item)?\s*(\d{1,2})\s*[.):]", re.IGNORECASE)
 
 
 def _split_off_next_input(text: str, field_name: str | None) -> tuple[str, str | None]:
