@@ -44,12 +44,12 @@ def structured_replies() -> tuple[ScriptedBackend, Counter[str]]:
 
     def rule(text: str) -> str | Completion | None:
         asked[text] += 1
-        if '{"instructions"' in text:
+        if 'key "instructions"' in text:
             n = next(lists)
             return json.dumps({"instructions": TASKS[n * 3 : n * 3 + 3] or ["Sing."]})
         if '{"is_classification"' in text:
             return '{"is_classification": false}'
-        if '{"instances"' in text:
+        if 'key "instances"' in text:
             task = text.rsplit("Task:", 1)[-1]
             if "race car" in task:
                 return Completion(text='{"instances": [{"input": "", "outp', finish_reason="length")

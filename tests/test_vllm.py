@@ -81,12 +81,17 @@ def test_vllm_in_process_end_to_end_with_the_defaults(venv: Path, tmp_path: Path
 
 # Chat mode gives fewer tasks per prompt with this model (it repeats the examples), so a
 # smaller target keeps the two runs about as long.
-@pytest.mark.parametrize(("mode", "target"), [("--completions", 15), ("--chat", 8)])
+# --structured: every reply held to its stage's JSON schema by vLLM's guided decoding.
+@pytest.mark.parametrize(
+    ("mode", "target"), [("--completions", 15), ("--chat", 8), ("--structured", 8)]
+)
 def test_openai_backend_against_vllms_server_at_concurrency_32(
     server: VLLMServer, tmp_path: Path, mode: str, target: int
 ) -> None:
     """The command that killed a stock vLLM server within a second (a seed per request, a full
     window of requests in flight): the server must be alive at the end, its log clean."""
+    structured = mode == "--structured"
+    mode = "--chat" if structured else mode
     run_dir = tmp_path / "run"
     cmd = [
         *selfinstruct_cmd(),
@@ -105,10 +110,17 @@ def test_openai_backend_against_vllms_server_at_concurrency_32(
         "-o",
         str(run_dir),
         *SHORT,
+        *(["--structured"] if structured else []),
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:] + server.log_tail()
     manifest = _check_run(run_dir, target)
+    if structured:
+        # The server held every reply to its schema: nothing was left unread for its format.
+        coverage = manifest["counts"]["parse_coverage"]
+        assert coverage["classification"]["not_read"] == 0, coverage
+        assert "invalid_json" not in coverage["instructions"]["reasons"], coverage
+        assert coverage["instances"]["fully"] > 0, coverage
     assert manifest["resume_key"]["window"] == 64  # the default follows the concurrency
     assert manifest["chat"] is (mode == "--chat")
     assert server.alive(), server.log_tail()

@@ -59,7 +59,10 @@ class ClassificationAnswer(BaseModel):
     is_classification: bool
 
 
-JSON_HINT = 'Reply with JSON only: {"is_classification": true} or {"is_classification": false}.'
+JSON_HINT = (
+    'Reply with a JSON object only: {"is_classification": true} if it is a classification '
+    'task, else {"is_classification": false}.'
+)
 REPLY_SCHEMA = json_schema(ClassificationAnswer)
 
 

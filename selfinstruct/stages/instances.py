@@ -126,12 +126,12 @@ class LabelledReply(BaseModel):
 
 
 INPUT_FIRST_HINT = (
-    'Reply with JSON only: {"instances": [{"input": "...", "output": "..."}, ...]}; write "" as '
-    "the input of a task that needs none."
+    'Reply with a JSON object only: its key "instances" holds a list of examples, each an '
+    'object with an "input" (an empty string when the task needs none) and its "output".'
 )
 LABELLED_HINT = (
-    'Reply with JSON only: {"instances": [{"class_label": "...", "input": "..."}, ...]}, each '
-    "class label first, then an input of that class."
+    'Reply with a JSON object only: its key "instances" holds a list of examples, each an '
+    'object with a "class_label" and then an "input" of that class.'
 )
 
 

@@ -118,9 +118,10 @@ class InstructionList(BaseModel):
     instructions: list[str]
 
 
+# No placeholder to copy: a small model writes "<a task>" back as a task.
 JSON_HINT = (
-    'Reply with JSON only, in place of the numbered list: {"instructions": ["<a task>", ...]}, '
-    "one string per task."
+    'Reply with a JSON object only: its key "instructions" holds the new tasks as a list of '
+    "strings, one task per string, without numbers."
 )
 
 
@@ -130,6 +131,22 @@ def reply_schema(count: int) -> str:
 
 def reply_is_valid(text: str) -> bool:
     return read_json(InstructionList, text) is not None
+
+
+_INLINE_NUMBER = re.compile(r"(?:^|(?<=\s))(\d{1,2})[.)]\s+")
+
+
+def _inline_items(text: str) -> list[str]:
+    """ "1. Plan a trip. 2. Name a bird.": a numbered list written into one string, split."""
+    text = text.strip()
+    marks = list(_INLINE_NUMBER.finditer(text))
+    numbers = [int(m.group(1)) for m in marks]
+    if len(marks) < 2 or marks[0].start() != 0:
+        return [text]
+    if numbers != list(range(numbers[0], numbers[0] + len(numbers))):
+        return [text]
+    ends = [m.start() for m in marks[1:]] + [len(text)]
+    return [text[m.end() : e].strip() for m, e in zip(marks, ends, strict=True)]
 
 
 def parse_json(text: str, truncated: bool, max_items: int | None = None) -> ParsedInstructions:
@@ -142,7 +159,7 @@ def parse_json(text: str, truncated: bool, max_items: int | None = None) -> Pars
             ("truncated" if truncated else "invalid_json", text.strip() or "(empty)")
         )
         return out
-    for raw in reply.instructions:
+    for raw in (part for item in reply.instructions for part in _inline_items(item)):
         found = _classify(raw.strip())
         body = found.marker[1] if found.marker else raw  # "9. Plan a trip" in a string
         tidy = _tidy([body], found.titled)
