@@ -15,13 +15,14 @@ import random
 import time
 from pathlib import Path
 
-from selfinstruct.backends.base import SamplingParams
 from selfinstruct.backends.local import LocalBackend
+from selfinstruct.config import LocalOptions
 from selfinstruct.prompts import Demonstrations
 from selfinstruct.records import read_tasks
 from selfinstruct.stages import load_templates
 from selfinstruct.stages.classification import parse as parse_is_classification
 from selfinstruct.stages.classification import render as render_is_classification
+from selfinstruct.stages.classification import sampling as sampling_is_classification
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,8 +36,8 @@ def main() -> None:
     seeds = read_tasks(REPO / "seed_tasks" / "seed_tasks.jsonl")
     held_out = random.Random(0).sample(seeds, args.held_out)
     templates = load_templates()
-    backend = LocalBackend(args.model, chat=args.chat)
-    params = SamplingParams(temperature=0.0, top_p=1.0, max_tokens=3, stop=("\n", "Task"))
+    backend = LocalBackend(args.model, LocalOptions(), chat=args.chat)
+    params = sampling_is_classification(backend.chat)  # as the loop asks: 3 tokens, chat 16
     positives = sum(bool(t.is_classification) for t in held_out)
     print(f"model {backend.model}, {len(held_out)} held-out seeds, {positives} classification")
     for choice in ("similar", "random"):
@@ -53,9 +54,11 @@ def main() -> None:
         pairs = list(zip(answers, held_out, strict=True))
         hits = sum(bool(a) and bool(t.is_classification) for a, t in pairs)
         alarms = sum(bool(a) and not t.is_classification for a, t in pairs)
+        unread = sum(a is None for a in answers)
         print(
             f"{choice:8} recognised {hits}/{positives} classification tasks, "
-            f"{alarms} false alarms ({time.perf_counter() - started:.0f} s)"
+            f"{alarms} false alarms, {unread} answers not read "
+            f"({time.perf_counter() - started:.0f} s)"
         )
 
 
