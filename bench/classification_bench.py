@@ -37,7 +37,9 @@ def main() -> None:
     held_out = random.Random(0).sample(seeds, args.held_out)
     templates = load_templates()
     backend = LocalBackend(args.model, LocalOptions(), chat=args.chat)
-    params = sampling_is_classification(backend.chat)  # as the loop asks: 3 tokens, chat 16
+    params = sampling_is_classification(
+        backend.chat, structured=False
+    )  # as the loop asks: 3 tokens, chat 16
     positives = sum(bool(t.is_classification) for t in held_out)
     print(f"model {backend.model}, {len(held_out)} held-out seeds, {positives} classification")
     for choice in ("similar", "random"):
@@ -47,7 +49,9 @@ def main() -> None:
             demos = Demonstrations(others, choice, seed=0, tokenizer="rouge").for_classification(
                 task.instruction, 12
             )
-            prompt = render_is_classification(templates, demos, task.instruction, backend.chat)
+            prompt = render_is_classification(
+                templates, demos, task.instruction, backend.chat, structured=False
+            )
             prompts.append(prompt)
         started = time.perf_counter()
         answers = [parse_is_classification(c.text) for c in backend.generate(prompts, params)]

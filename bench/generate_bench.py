@@ -98,7 +98,9 @@ def local_model(skip_raw: bool) -> None:
     print(f"  native bf16 on this CPU: {native_bf16()}")
     seeds = read_tasks(Path(__file__).resolve().parents[1] / "seed_tasks" / "seed_tasks.jsonl")
     prompts = [
-        render_instructions(load_templates(), [t.instruction for t in seeds[i : i + 8]], False, 8)
+        render_instructions(
+            load_templates(), [t.instruction for t in seeds[i : i + 8]], False, 8, structured=False
+        )
         for i in range(0, 8 * 32, 8)
     ]
     params = SamplingParams(temperature=0.7, top_p=0.5, max_tokens=128, ignore_eos=True, seed=0)

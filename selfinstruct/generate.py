@@ -213,7 +213,7 @@ class Generator:
         )  # fmt: skip
         prompt = instructions.render(
             self.templates, examples, self.chat, cfg.max_new_per_prompt, classification_only,
-            cfg.structured,
+            structured=cfg.structured,
         )  # fmt: skip
         params = instructions.sampling(cfg, self.chat, len(examples), k)
         self.slots[k] = _Slot(prompt=k, shown=len(examples))
@@ -244,19 +244,21 @@ class Generator:
             )
             structured = self.cfg.structured
             prompt = classification.render(
-                self.templates, shown, item.instruction, self.chat, structured
+                self.templates, shown, item.instruction, self.chat, structured=structured
             )
             self._send(
                 f"{k}:{classification.NAME}:{index}", classification.NAME, prompt,
-                classification.sampling(self.chat, structured), k, instruction=item.instruction,
-                about=candidate, check=classification.reply_is_valid,
+                classification.sampling(self.chat, structured=structured), k,
+                instruction=item.instruction, about=candidate, check=classification.reply_is_valid,
             )  # fmt: skip
 
     # -- stages 3 and 4: classification, then instances ---------------------------------
 
     def _on_classification(self, candidate: _Candidate, completion: Completion, rid: str) -> None:
         text = candidate.found.instruction
-        answer, failed, reading = classification.read(completion, text, rid, self.cfg.structured)
+        answer, failed, reading = classification.read(
+            completion, text, rid, structured=self.cfg.structured
+        )
         candidate.readings += [reading] if reading else []
         if failed is not None:
             candidate.decided = True
@@ -266,7 +268,7 @@ class Generator:
         shown = self.demos.for_instances(text, bool(answer), self.cfg.instance_examples)
         labelled = bool(answer)
         prompt = instances.render(
-            self.templates, shown, text, labelled, self.chat, self.cfg.structured
+            self.templates, shown, text, labelled, self.chat, structured=self.cfg.structured
         )
         self._send(
             f"{candidate.prompt}:{instances.NAME}:{candidate.index}", instances.NAME, prompt,

@@ -59,7 +59,7 @@ def test_a_base_model_from_the_registry_continues_an_instruction_list() -> None:
     try:
         assert backend.chat is False  # a base model has no chat template
         seeds = ["Write a haiku about rain.", "Sort these numbers: 5 2 9.", "Name a red fruit."]
-        prompt = instructions.render(load_templates(), seeds, False, 3)
+        prompt = instructions.render(load_templates(), seeds, False, 3, structured=False)
         cfg = GenerateConfig(backend="local", max_new_per_prompt=3)
         params = instructions.sampling(cfg, False, len(seeds), 0).model_copy(
             update={"max_tokens": 48}

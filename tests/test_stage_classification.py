@@ -15,13 +15,15 @@ SEEDS = read_tasks(SEED_FILE)
 
 def test_classification_prompt_ends_on_the_question_line() -> None:
     # Defect 1: with a trailing newline the "\n" stop ends the answer before it starts.
-    prompt = render_is_classification(T, SEEDS[:4], "Label the fruit as sweet or sour.", False)
+    prompt = render_is_classification(
+        T, SEEDS[:4], "Label the fruit as sweet or sour.", False, structured=False
+    )
     assert isinstance(prompt, str)
     assert prompt.endswith("Task: Label the fruit as sweet or sour.\nIs it classification?")
 
 
 def test_chat_classification_prompts_are_messages() -> None:
-    clf = render_is_classification(T, SEEDS[:2], "Is it spam?", True)
+    clf = render_is_classification(T, SEEDS[:2], "Is it spam?", True, structured=False)
     assert isinstance(clf, list) and clf[0]["content"].endswith("Answer Yes or No only.")
 
 

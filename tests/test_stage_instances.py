@@ -28,14 +28,14 @@ def test_instance_prompts_route_by_type_and_show_several_instances() -> None:
         is_classification=True,
         instances=[Instance(input="4", output="Even"), Instance(input="7", output="Odd")],
     )
-    out_first = render_instances(T, [example], "Label the fruit.", True, False)
+    out_first = render_instances(T, [example], "Label the fruit.", True, False, structured=False)
     assert isinstance(out_first, str)
     assert "Class label: Even\nInput: 4\nClass label: Odd\nInput: 7" in out_first
     assert out_first.endswith("Task: Label the fruit.\n")
-    in_first = render_instances(T, [example], "Add the numbers.", False, False)
+    in_first = render_instances(T, [example], "Add the numbers.", False, False, structured=False)
     assert "Input: 4\nOutput: Even\n\nInput: 7\nOutput: Odd" in in_first
     no_input = Task(id="n", instruction="Name a colour.", instances=[Instance(output="Teal")])
-    shown = render_instances(T, [no_input], "Name a fruit.", False, False)
+    shown = render_instances(T, [no_input], "Name a fruit.", False, False, structured=False)
     assert "Task: Name a colour.\nOutput: Teal" in shown  # no empty "Input:" line
 
 

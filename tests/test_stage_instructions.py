@@ -16,13 +16,15 @@ SEEDS = read_tasks(SEED_FILE)
 
 def test_instruction_prompt_ends_with_the_next_number_and_no_newline() -> None:
     # Defect 2: a prompt ending "9.\n" makes models write bare numbers and empty items.
-    prompt = render_instructions(T, [f"Task number {i}." for i in range(8)], False, 7)
+    prompt = render_instructions(
+        T, [f"Task number {i}." for i in range(8)], False, 7, structured=False
+    )
     assert isinstance(prompt, str)
     assert "1. Task number 0.\n" in prompt and prompt.endswith("8. Task number 7.\n9.")
 
 
 def test_chat_instruction_prompts_are_messages() -> None:
-    prompt = render_instructions(T, ["Do a thing.", "Do another."], True, 5)
+    prompt = render_instructions(T, ["Do a thing.", "Do another."], True, 5, structured=False)
     assert isinstance(prompt, list) and prompt[0]["role"] == "user"
     content = prompt[0]["content"]
     assert "Write 5 new tasks" in content and "continues from 3" in content

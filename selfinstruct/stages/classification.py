@@ -33,7 +33,7 @@ def examples(tasks: list[Task]) -> str:
 
 
 def render(
-    templates: Templates, shown: list[Task], instruction: str, chat: bool, structured: bool = False
+    templates: Templates, shown: list[Task], instruction: str, chat: bool, *, structured: bool
 ) -> Prompt:
     prompt = templates.render(
         "is_classification", chat, examples=examples(shown), instruction=one_line(instruction)
@@ -41,7 +41,7 @@ def render(
     return with_json_hint(prompt, JSON_HINT) if structured and chat else prompt
 
 
-def sampling(chat: bool, structured: bool = False) -> SamplingParams:
+def sampling(chat: bool, *, structured: bool) -> SamplingParams:
     if structured:
         return SamplingParams(temperature=0.0, top_p=1.0, max_tokens=24, json_schema=REPLY_SCHEMA)
     return SamplingParams(
@@ -113,7 +113,7 @@ def parse(text: str) -> bool | None:
 
 
 def read(
-    completion: Completion, instruction: str, request_id: str, structured: bool = False
+    completion: Completion, instruction: str, request_id: str, *, structured: bool
 ) -> tuple[bool | None, Rejected | None, Reading | None]:
     """Whether the task is classification (unreadable: False, as in the paper), or, when the
     request failed, the reject that drops the task; and whether the answer could be read."""

@@ -78,7 +78,8 @@ def render(
     instruction: str,
     classification: bool,
     chat: bool,
-    structured: bool = False,
+    *,
+    structured: bool,
 ) -> Prompt:
     if classification:
         name, blocks = "instances_output_first", output_first_examples(shown)
@@ -642,7 +643,7 @@ def read(
     classification: bool,
     max_instances: int,
     request_id: str,
-    structured: bool = False,
+    structured: bool,
 ) -> tuple[list[Instance] | None, list[Rejected], Reading | None]:
     """The instances kept for a task (None: the task is dropped), every drop recorded (the
     task's own when it goes, each lost instance's when it stays), and how much of the

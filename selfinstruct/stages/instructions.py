@@ -79,7 +79,8 @@ def render(
     chat: bool,
     count: int,
     classification: bool = False,
-    structured: bool = False,
+    *,
+    structured: bool,
 ) -> Prompt:
     """Few-shot prompt for new instructions; completion prompts end with the next number.
 
