@@ -79,12 +79,10 @@ def test_vllm_in_process_end_to_end_with_the_defaults(venv: Path, tmp_path: Path
     assert "done: reached the target of 10 tasks" in done.stdout
 
 
-# Chat mode gives fewer tasks per prompt with this model (it repeats the examples), so a
-# smaller target keeps the two runs about as long.
-# --structured: every reply held to its stage's JSON schema by vLLM's guided decoding.
-@pytest.mark.parametrize(
-    ("mode", "target"), [("--completions", 15), ("--chat", 8), ("--structured", 8)]
-)
+# Chat prompts run with --structured: every reply held to its stage's JSON schema by vLLM's
+# guided decoding, through the same chat endpoint (plain chat text with this model is slower
+# to a target: it restates the definition instead of answering yes or no; bench/BENCHMARKS.md).
+@pytest.mark.parametrize(("mode", "target"), [("--completions", 15), ("--structured", 8)])
 def test_openai_backend_against_vllms_server_at_concurrency_32(
     server: VLLMServer, tmp_path: Path, mode: str, target: int
 ) -> None:
@@ -147,7 +145,7 @@ def test_two_vllm_servers_one_killed_mid_run(
         "--base-url",
         second.url,
         "--target",
-        "25",
+        "15",
         "--concurrency",
         "16",
         "-o",
@@ -159,21 +157,21 @@ def test_two_vllm_servers_one_killed_mid_run(
         journal = run_dir / "requests.jsonl"
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and proc.poll() is None:
-            if journal.exists() and len(journal.read_text().splitlines()) >= 30:
+            if journal.exists() and len(journal.read_text().splitlines()) >= 20:
                 break
             time.sleep(0.5)
         assert proc.poll() is None, "the run ended before the server could be killed"
         second.kill()
         _, err = proc.communicate(timeout=900)
         assert proc.returncode == 0, err[-3000:]
-        _check_run(run_dir, 25)
+        _check_run(run_dir, 15)
         assert f"{second.url} is down" in err, err[-2000:]
         assert server.alive() and server.errors() == []
     finally:
         second.stop()
     # Both gone: the same command says so, naming both, with exit 3 within seconds.
     server.stop()
-    more = [a if a != "25" else "200" for a in cmd]
+    more = [a if a != "15" else "200" for a in cmd]
     started = time.monotonic()
     done = subprocess.run(more, capture_output=True, text=True, timeout=120)
     assert done.returncode == 3, done.stderr[-2000:]
