@@ -28,10 +28,15 @@ class Reading:
     unread: tuple[str, ...] = field(default=())  # a reason for each piece it could not use
 
     @property
+    def misread(self) -> list[str]:
+        """The reasons that count against the reading (see `_NOT_A_MISREAD`)."""
+        return [r for r in self.unread if r not in _NOT_A_MISREAD]
+
+    @property
     def outcome(self) -> str:
         if not self.used:
             return "not_read"
-        return "partly" if self.unread else "fully"
+        return "partly" if self.misread else "fully"
 
 
 class StageCoverage(BaseModel):
@@ -64,11 +69,10 @@ class ParseCoverage(BaseModel):
 
     def add(self, reading: Reading) -> None:
         stage: StageCoverage = getattr(self, reading.stage)
-        unread = [r for r in reading.unread if r not in _NOT_A_MISREAD]
-        outcome = Reading(reading.stage, reading.used, tuple(unread)).outcome
+        outcome = reading.outcome
         setattr(stage, outcome, getattr(stage, outcome) + 1)
-        if unread:
-            stage.reasons = dict(Counter(stage.reasons) + Counter(unread))
+        if reading.misread:
+            stage.reasons = dict(Counter(stage.reasons) + Counter(reading.misread))
 
     def stages(self) -> list[tuple[str, StageCoverage]]:
         return [

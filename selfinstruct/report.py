@@ -214,11 +214,7 @@ def _coverage_section(manifest: dict[str, Any]) -> str:
         coverage = ParseCoverage.model_validate(counts)
         rows = "".join(
             f"<tr><th>{esc(name)}</th><td>{c.fully:,}</td><td>{c.partly:,}</td>"
-            f"<td>{c.not_read:,}</td><td>"
-            + esc(
-                ", ".join(f"{k} {v}" for k, v in sorted(c.reasons.items(), key=lambda kv: -kv[1]))
-            )
-            + "</td></tr>"
+            f"<td>{c.not_read:,}</td><td>{esc(c.reasons_text())}</td></tr>"
             for name, c in coverage.stages()
         )
         body = (

@@ -253,14 +253,20 @@ def _refers_to_output(instruction: str, found: re.Match[str]) -> bool:
     return bool(introduced or made)
 
 
+def _named_inputs(instruction: str) -> list[str]:
+    """The texts the instruction names as what it works on ("the article", "this email"), not
+    those it asks for."""
+    return [
+        found.group(1)
+        for found in _NAMED_TEXT.finditer(instruction)
+        if not _refers_to_output(instruction, found)
+    ]
+
+
 def needs_input(instruction: str) -> bool:
     """Does the instruction clearly refer to something it is given (a text, a list, "the
     following")?"""
-    if _POINTERS.search(instruction):
-        return True
-    return any(
-        not _refers_to_output(instruction, found) for found in _NAMED_TEXT.finditer(instruction)
-    )
+    return bool(_POINTERS.search(instruction) or _named_inputs(instruction))
 
 
 # A bare answer that itself works on a text it was shown ("The original sentence contains an
@@ -457,11 +463,7 @@ def _stem(name: str) -> str:
 def _given_things(instruction: str) -> set[str]:
     """What the instruction says it works on: "the word", "the given sentence" -> {"word",
     "sentence"}."""
-    found = {
-        m.group(1)
-        for m in _NAMED_TEXT.finditer(instruction)
-        if not _refers_to_output(instruction, m)
-    }
+    found = set(_named_inputs(instruction))
     found |= set(re.findall(r"\b(?:given|following|provided|input)\s+([\w-]+)", instruction, re.I))
     return {word.lower().rstrip("s") for word in found}
 
@@ -483,11 +485,9 @@ def _fielded(blocks: list[str], instruction: str) -> list[tuple[str, str]] | Non
             return None
         first = fields[0][0].lower()
         for name, value in fields:
-            if name.lower() == first or not groups or groups[-1] is None:
+            if name.lower() == first:  # so each block opens a group of its own
                 groups.append([])
             groups[-1].append((name, value))
-        groups.append(None)  # type: ignore[arg-type]  # a block ends its last group
-    groups = [g for g in groups if g]
     shapes = {tuple(name.lower() for name, _ in group) for group in groups}
     if not groups or len(shapes) != 1:
         return None
@@ -543,6 +543,9 @@ def _pairs(block: str, parsed: ParsedInstances) -> None:
         parsed.drop("no_output", pending)
 
 
+_NUMBERED_LINE = re.compile(r"^(?:step|part|item)?\s*(\d{1,2})\s*[.):]", re.IGNORECASE)
+
+
 def _continues_output(
     segments: list[tuple[str, str]], k: int, pending: str | None, parsed: ParsedInstances
 ) -> bool:
@@ -565,9 +568,6 @@ def _continues_output(
     )
     after = _NUMBERED_LINE.match(segments[k][1].strip())
     return bool(before and after and int(after.group(1)) == int(before.group(1)) + 1)
-
-
-_NUMBERED_LINE = re.compile(r"^(?:step|part|item)?\s*(\d{1,2})\s*[.):]", re.IGNORECASE)
 
 
 def _split_off_next_input(text: str, field_name: str | None) -> tuple[str, str | None]:

@@ -160,16 +160,12 @@ def parse_json(text: str, truncated: bool, max_items: int | None = None) -> Pars
             ("truncated" if truncated else "invalid_json", text.strip() or "(empty)")
         )
         return out
+    texts = []
     for raw in (part for item in reply.instructions for part in _inline_items(item)):
         found = _classify(raw.strip())
         body = found.marker[1] if found.marker else raw  # "9. Plan a trip" in a string
-        tidy = _tidy([body], found.titled)
-        if not tidy:
-            out.dropped.append(("empty", raw or "(an item with no text)"))
-        elif max_items is not None and len(out.instructions) >= max_items:
-            out.dropped.append(("past_stop", tidy))
-        else:
-            out.instructions.append(tidy)
+        texts.append((_tidy([body], found.titled), raw or "(an item with no text)"))
+    out.take(texts, max_items)
     return out
 
 
@@ -238,6 +234,17 @@ def _classify(raw: str) -> _Line:
 class ParsedInstructions:
     instructions: list[str] = field(default_factory=list)
     dropped: list[tuple[str, str]] = field(default_factory=list)  # (reason, raw text)
+
+    def take(self, texts: list[tuple[str, str]], max_items: int | None) -> None:
+        """Keep each tidied item (tidy, raw) in order: an empty one is dropped, and those past
+        `max_items` (the prompt asked for no more) too."""
+        for tidy, raw in texts:
+            if not tidy:
+                self.dropped.append(("empty", raw))
+            elif max_items is not None and len(self.instructions) >= max_items:
+                self.dropped.append(("past_stop", tidy))
+            else:
+                self.instructions.append(tidy)
 
 
 @dataclass
@@ -384,13 +391,7 @@ def parse(
         out.dropped[last] = ("truncated", out.dropped[last][1])
     elif truncated and texts and reader.trailing is None:
         out.dropped.append(("truncated", texts.pop()[1]))
-    for tidy, raw in texts:
-        if not tidy:
-            out.dropped.append(("empty", raw))
-        elif max_items is not None and len(out.instructions) >= max_items:
-            out.dropped.append(("past_stop", tidy))
-        else:
-            out.instructions.append(tidy)
+    out.take(texts, max_items)
     return out
 
 
