@@ -273,6 +273,10 @@ def test_one_answer_written_under_several_output_labels() -> None:
     assert pairs(header, instruction="Plan a party.") == [
         ("", "The plan:\npick a date, invite friends.")
     ]
+    # After a blank line, another example begins, even after an input (SmolLM2 in the demo:
+    # "Input: ...\noutput: blue.\n\nOutput: red.").
+    text = "Input: Plan a party.\nOutput: Pick a date.\n\nOutput: Invite friends."
+    assert pairs(text) == [("Plan a party.", "Pick a date."), ("", "Invite friends.")]
     # Answers of a task without input, one "Output:" after another (as GPT-3 writes them in
     # the paper's runs), stay separate.
     family = "Output: We are close.\nOutput: We rarely talk.\n\nOutput: We are many."

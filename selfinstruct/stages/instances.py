@@ -549,12 +549,16 @@ _NUMBERED_LINE = re.compile(r"^(?:step|part|item)?\s*(\d{1,2})\s*[.):]", re.IGNO
 def _continues_output(
     segments: list[tuple[str, str]], k: int, pending: str | None, parsed: ParsedInstances
 ) -> bool:
-    """Does output segment `k` go on with the answer before it? Only when no input came
-    between and either that answer has an input (a second answer to one input is a part of
-    it, or the task would be dropped for conflicting outputs) or it is visibly unfinished: it
-    ends with ":" or the new piece continues its numbering ("Step 1: ..." then "Step 2: ...").
-    Answers of a task without input written one "Output:" after another are separate."""
+    """Does output segment `k` go on with the answer before it? Only when it follows on the
+    next line (a blank line between starts another example, as the prompt writes them), no
+    input came between, and either that answer has an input (a second answer to one input is
+    a part of it, or the task would be dropped for conflicting outputs) or it is visibly
+    unfinished: it ends with ":" or the new piece continues its numbering ("Step 1: ..." then
+    "Step 2: ..."). Answers of a task without input written one "Output:" after another are
+    separate."""
     if k == 0 or segments[k - 1][0] != "output" or pending is not None:
+        return False
+    if segments[k - 1][1].rstrip(" \t").endswith("\n\n"):
         return False
     if not (parsed.last_kept and parsed.instances):
         return False
