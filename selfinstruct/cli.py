@@ -75,6 +75,18 @@ def _fail(exc: SelfInstructError) -> typer.Exit:
     return typer.Exit(exc.exit_code)
 
 
+def _unwind_on_sigterm() -> None:
+    """A scheduler's SIGTERM unwinds like Ctrl-C: open files are closed (whole lines flushed)
+    and an in-process engine's own processes are shut down on the way out, instead of being
+    left running."""
+    import signal
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 def generate(options: dict[str, Any], config: Path | None, quiet: bool, dry_run: bool) -> None:
     """Bootstrap new tasks from seed tasks with a model (the Self-Instruct loop)."""
     from selfinstruct.display import err, print_generate_summary, run_with_display
@@ -82,6 +94,7 @@ def generate(options: dict[str, Any], config: Path | None, quiet: bool, dry_run:
 
     if dry_run:
         options["backend"] = "scripted"
+    _unwind_on_sigterm()
     try:
         cfg = build_config(GenerateConfig, config, options)
         summary = run_with_display(run_generate, cfg, quiet)
@@ -156,6 +169,7 @@ def eval_command(options: dict[str, Any], config: Path | None) -> None:
     from selfinstruct.display import print_eval_summary
     from selfinstruct.evaluation import run_eval
 
+    _unwind_on_sigterm()
     try:
         summary = run_eval(build_config(EvalConfig, config, options))
     except SelfInstructError as exc:
@@ -166,7 +180,6 @@ def eval_command(options: dict[str, Any], config: Path | None) -> None:
 def run_command(options: dict[str, Any], quiet: bool) -> None:
     """Run a whole job file (generate -> filter -> export -> finetune -> eval); rerun resumes."""
     import logging
-    import signal
 
     from rich.markup import escape
 
@@ -187,11 +200,7 @@ def run_command(options: dict[str, Any], quiet: bool) -> None:
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
     logger.propagate = False
 
-    def on_sigterm(signum: int, frame: Any) -> None:
-        # Unwinds like Ctrl-C: open files are closed (whole lines flushed) on the way out.
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_sigterm)
+    _unwind_on_sigterm()
     try:
         result = JobRunner(cfg.job, force_new_run=cfg.force_new_run).run()
     except SelfInstructError as exc:

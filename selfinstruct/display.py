@@ -219,18 +219,49 @@ def print_finetune_summary(summary: Any) -> None:
 
 def print_eval_summary(summary: Any) -> None:
     table = Table(show_header=True, header_style="bold")
-    table.add_column(f"eval ({summary.examples} examples)")
+    table.add_column(f"eval ({summary.examples} examples, {summary.prompt_format} format)")
     for v in summary.variants:
         table.add_column(v.name, justify="right")
-    table.add_row("response loss", *[f"{v.loss:.3f}" for v in summary.variants])
+
+    def cell(v: Any, metric: str, value: float, digits: int) -> str:
+        found = v.intervals.get(metric)
+        if found is None or found.low != found.low:
+            return f"{value:.{digits}f}"
+        return f"{value:.{digits}f} [{found.low:.{digits}f}, {found.high:.{digits}f}]"
+
+    table.add_row(
+        "ROUGE-L vs reference", *[cell(v, "rouge_l", v.rouge_l, 3) for v in summary.variants]
+    )
+    table.add_row("response loss", *[cell(v, "loss", v.loss, 3) for v in summary.variants])
     table.add_row("perplexity", *[f"{v.perplexity:.2f}" for v in summary.variants])
-    table.add_row("ROUGE-L vs reference", *[f"{v.rouge_l:.3f}" for v in summary.variants])
+    table.add_row("ended by itself", *[cell(v, "ended", v.ended, 2) for v in summary.variants])
+    table.add_row(
+        "response words",
+        *[cell(v, "response_words", v.response_words, 1) for v in summary.variants],
+    )
     if any(v.judge for v in summary.variants):
         for grade in ("A", "B", "C", "D", "unparsed"):
             table.add_row(
                 f"judge: {grade}", *[str(v.judge.get(grade, 0)) for v in summary.variants]
             )
     out.print(table)
+    if summary.differences:
+        diff = Table(show_header=True, header_style="bold")
+        diff.add_column("difference, 95% paired interval")
+        for metric in ("ROUGE-L", "response loss", "ended by itself"):
+            diff.add_column(metric, justify="right")
+        for d in summary.differences:
+            marks = []
+            for metric in ("rouge_l", "loss", "ended"):
+                found = d.metrics.get(metric)
+                marks.append(
+                    "-"
+                    if found is None
+                    else found.text(3) + (" *" if found.excludes_zero() else "")
+                )
+            diff.add_row(f"{d.variant} - {d.against}", *marks)
+        out.print(diff)
+        out.print("* the interval excludes zero", highlight=False)
     out.print(f"responses and summary -> {summary.output_dir}", highlight=False)
 
 

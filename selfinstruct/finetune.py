@@ -31,20 +31,23 @@ import hashlib
 import os
 import resource
 import time
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
+from selfinstruct import prompt_format
 from selfinstruct.atomic import write_json_atomic
 from selfinstruct.config import FinetuneConfig
 from selfinstruct.errors import SelfInstructError
-from selfinstruct.export import prompt_completion_row, source_tasks, to_examples
-from selfinstruct.models import native_bf16, resolve_model, training_imports
+from selfinstruct.export import source_tasks, to_examples
+from selfinstruct.models import TRAINING_HINT, native_bf16, resolve_model, training_imports
 
 
 class TrainingSummary(BaseModel):
     output_dir: str
     base_model: str
+    tasks: int = 0  # tasks read from the data (after --max-tasks)
     examples: int
     train_examples: int
     validation_examples: int
@@ -63,6 +66,7 @@ class TrainingSummary(BaseModel):
     first_epoch_examples_per_rank: list[int]
     first_epoch_examples_on_several_ranks: int
     resumed_from: str | None
+    prompt_format: str  # how prompts were laid out (chat, alpaca, paper): eval must use the same
     settings: dict[str, Any]  # what speed_settings chose on this machine
     config: dict[str, Any]
 
@@ -87,6 +91,59 @@ def _checkpointing(trl: Any, enabled: bool) -> dict[str, bool]:
         else ("gradient_checkpointing")
     )
     return {name: enabled}
+
+
+# What every run hands TRL whatever the options say, each with its reason. The options that do
+# reach TRL name their field where they are declared (`option(trl=...)` in config/commands.py).
+FIXED_SFT: dict[str, Any] = {
+    "save_total_limit": 2,  # one checkpoint to resume from, and the one before it
+    "completion_only_loss": True,  # instruction tuning: the loss on the answer only
+    "report_to": "none",  # a batch job reaches no tracker unless it is asked to
+    # Tokens that are not padding: the throughput a user gets, whatever the batching.
+    "include_num_input_tokens_seen": "non_padding",
+    "dataloader_num_workers": 0,  # the rows are tokenized up front; workers only add start-up
+    # Every LoRA weight takes part in every step: looking for unused ones costs a graph walk.
+    "ddp_find_unused_parameters": False,
+}
+
+
+def declared_trl_fields() -> dict[str, list[str]]:
+    """Each finetune option that TRL receives, and the SFTConfig field(s) it goes to."""
+    found = {}
+    for name, field in FinetuneConfig.model_fields.items():
+        extra = field.json_schema_extra
+        if isinstance(extra, dict) and extra.get("trl"):
+            found[name] = list(extra["trl"])  # type: ignore[arg-type]
+    return found
+
+
+def sft_fields(
+    trl: Any, cfg: FinetuneConfig, settings: dict[str, Any], on_gpu: bool, has_validation: bool
+) -> dict[str, Any]:
+    """The SFTConfig arguments: the declared options (None leaves TRL's default), the fixed
+    ones, and what speed_settings chose; a field this TRL does not know is refused."""
+    fields: dict[str, Any] = {}
+    for name, targets in declared_trl_fields().items():
+        value = getattr(cfg, name)
+        if value is not None:
+            fields.update(dict.fromkeys(targets, value))
+    fields.update(FIXED_SFT)
+    fields.update(
+        output_dir=str(cfg.output_dir),
+        eval_strategy="steps" if has_validation else "no",
+        bf16=settings["bf16"],
+        train_sampling_strategy="group_by_length" if settings["group_by_length"] else "random",
+        use_liger_kernel=settings["liger"],
+        use_cpu=not on_gpu,
+        **_checkpointing(trl, settings["activation_checkpointing"]),
+    )
+    unknown = sorted(set(fields) - set(trl.SFTConfig.__dataclass_fields__))
+    if unknown:
+        raise SelfInstructError(
+            f"this TRL ({getattr(trl, '__version__', '?')}) has no SFTConfig field "
+            f"{', '.join(unknown)}; install the TRL selfinstruct supports: {TRAINING_HINT}"
+        )
+    return fields
 
 
 # Who started this process, and how many of them: torch.distributed launchers (torchrun,
@@ -269,20 +326,35 @@ def _first_epoch_only(transformers: Any, recorder: _ShareRecorder) -> Any:
     return FirstEpoch()
 
 
+def _note_in_card(card: Path, fmt: str) -> None:
+    """PEFT writes a model card beside the adapter; it says how to prompt the tuned model."""
+    note = (
+        f"\n## Prompt format\n\nTrained by selfinstruct with the `{fmt}` prompt format "
+        f"(`selfinstruct eval` and `finetune --prompt-format {fmt}` use the same layout).\n"
+    )
+    text = card.read_text(encoding="utf-8") if card.exists() else ""
+    if "## Prompt format" not in text:
+        card.write_text(text + note, encoding="utf-8")
+
+
 def run_finetune(cfg: FinetuneConfig) -> TrainingSummary:
     command_started = time.perf_counter()
     check_launch()
     torch, transformers, peft, trl, datasets = training_imports()
     device = _device(cfg, torch)
     on_gpu = device.startswith("cuda")
-    examples = to_examples(source_tasks(cfg.data), cfg.seed, cfg.max_per_task).examples
+    tasks = source_tasks(cfg.data)[: cfg.max_tasks]
+    examples = to_examples(tasks, cfg.seed, cfg.max_per_task).examples
     if not examples:
         raise SelfInstructError(
             f"{cfg.data}: no task has an instance, so there is nothing to "
             "train on; generate or filter more tasks first"
         )
     base = resolve_model(cfg.base_model, "base model")
-    rows = [prompt_completion_row(e) for e in examples]
+    settings = speed_settings(cfg, on_gpu)
+    model, tokenizer = load_for_training(base, cfg, settings, torch, transformers)
+    fmt = prompt_format.resolve(cfg.prompt_format, tokenizer, base)
+    rows = [prompt_format.training_row(fmt, e) for e in examples]
     dataset = datasets.Dataset.from_list(rows)
     n_val = int(len(rows) * cfg.val_fraction)
     if n_val >= 1 and len(rows) - n_val >= 1:
@@ -290,8 +362,6 @@ def run_finetune(cfg: FinetuneConfig) -> TrainingSummary:
         train, val = split["train"], split["test"]
     else:
         train, val = dataset, None
-    settings = speed_settings(cfg, on_gpu)
-    model, tokenizer = load_for_training(base, cfg, settings, torch, transformers)
     lora = peft.LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
@@ -302,36 +372,7 @@ def run_finetune(cfg: FinetuneConfig) -> TrainingSummary:
         ),
         task_type="CAUSAL_LM",
     )
-    args = trl.SFTConfig(
-        output_dir=str(cfg.output_dir),
-        num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps or -1,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.learning_rate,
-        lr_scheduler_type=cfg.lr_scheduler,
-        warmup_steps=cfg.warmup_ratio,
-        logging_steps=cfg.logging_steps,
-        save_steps=cfg.save_steps,
-        save_total_limit=2,
-        eval_strategy="steps" if val is not None else "no",
-        eval_steps=cfg.logging_steps,
-        max_length=cfg.max_length,
-        completion_only_loss=True,
-        bf16=settings["bf16"],
-        train_sampling_strategy="group_by_length" if settings["group_by_length"] else "random",
-        use_liger_kernel=settings["liger"],
-        **_checkpointing(trl, settings["activation_checkpointing"]),
-        use_cpu=not on_gpu,
-        report_to="none",
-        seed=cfg.seed,
-        # Tokens that are not padding: the throughput a user gets, whatever the batching.
-        include_num_input_tokens_seen="non_padding",
-        dataloader_num_workers=0,
-        # Every LoRA weight takes part in every step: looking for unused ones costs a graph walk.
-        ddp_find_unused_parameters=False,
-    )
+    args = trl.SFTConfig(**sft_fields(trl, cfg, settings, on_gpu, has_validation=val is not None))
     check_world(launched_processes(), args.world_size, cfg.output_dir)
     clock, first_step = _first_step_clock(transformers, command_started)
     trainer = trl.SFTTrainer(
@@ -363,6 +404,8 @@ def run_finetune(cfg: FinetuneConfig) -> TrainingSummary:
     first = trainer.is_world_process_zero()
     if first:
         tokenizer.save_pretrained(str(adapter_dir))
+        prompt_format.record(adapter_dir, fmt)
+        _note_in_card(adapter_dir / "README.md", fmt)
     if cfg.merge and first:
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(str(cfg.output_dir / "merged"))
@@ -377,6 +420,7 @@ def run_finetune(cfg: FinetuneConfig) -> TrainingSummary:
     summary = TrainingSummary(
         output_dir=str(cfg.output_dir),
         base_model=base,
+        tasks=len(tasks),
         examples=len(rows),
         train_examples=len(train),
         validation_examples=len(val) if val is not None else 0,
@@ -395,6 +439,7 @@ def run_finetune(cfg: FinetuneConfig) -> TrainingSummary:
         first_epoch_examples_per_rank=per_rank,
         first_epoch_examples_on_several_ranks=shared,
         resumed_from=last,
+        prompt_format=fmt,
         settings=settings,
         config=cfg.model_dump(mode="json"),
     )

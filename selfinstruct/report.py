@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from selfinstruct.coverage import ParseCoverage
 from selfinstruct.errors import SelfInstructError
+from selfinstruct.eval_report import evals_section
 from selfinstruct.records import Rejected, Task, read_tasks
 from selfinstruct.rundir import RunDir
 from selfinstruct.similarity import RougeLIndex
@@ -160,6 +161,8 @@ def build_report(
     images["verbs"] = _figure_png(fig)
     plt.close(fig)
 
+    evals, eval_images = evals_section(gen, plt)
+    images.update(eval_images)
     paths = []
     for name, data in images.items():
         path = out / f"{name}.png"
@@ -168,7 +171,8 @@ def build_report(
     html_path = out / "report.html"
     page = _html(gen, manifest, usage, tasks, rejected, images, generated)
     html_path.write_text(
-        page.replace("<!--quality-->", quality_section(gen, tasks)), encoding="utf-8"
+        page.replace("<!--quality-->", quality_section(gen, tasks)).replace("<!--evals-->", evals),
+        encoding="utf-8",
     )
     return ReportResult(html_path=str(html_path), images=paths)
 
@@ -301,6 +305,7 @@ A stage that breaks shows here first: no classification tasks, no inputs, empty 
 <p>Instances dropped from tasks that were kept: {drop_text}.</p></section>
 {coverage}
 <!--quality-->
+<!--evals-->
 {
         section(
             "funnel",

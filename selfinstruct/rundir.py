@@ -80,6 +80,11 @@ class RunDir:
         return self.path / "audit_rejected.jsonl"
 
     @property
+    def evals(self) -> Path:
+        """One line per `eval` of an adapter tuned on this run: where its summary is."""
+        return self.path / "evals.jsonl"
+
+    @property
     def report(self) -> Path:
         return self.path / "report"
 

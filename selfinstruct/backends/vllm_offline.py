@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import queue
 import threading
 from collections.abc import Sequence
@@ -67,6 +68,43 @@ def cpu_kv_cache_bytes() -> int:
     except ImportError:  # pragma: no cover - vLLM depends on psutil
         free = 8 * GiB
     return int(min(8 * GiB, max(1 * GiB, free // 5)))
+
+
+# Run by a small process of its own: when the process that started vLLM's engine is gone (killed,
+# even by SIGKILL, which runs no clean-up), the engine's processes, which would otherwise spin
+# on a CPU forever, are killed too.
+_REAPER = """
+import os, sys, time
+parent, children = int(sys.argv[1]), [int(p) for p in sys.argv[2:]]
+while os.getppid() == parent:
+    time.sleep(1)
+for pid in children:
+    try:
+        os.kill(pid, 9)
+    except OSError:
+        pass
+"""
+
+
+def _children(parent: int) -> set[int]:
+    import psutil
+
+    return {p.pid for p in psutil.Process(parent).children(recursive=True)}
+
+
+def _reap_when_gone(parent: int, before: set[int]) -> None:
+    """Start the reaper for the processes the engine added to this one's."""
+    import subprocess
+    import sys
+
+    engine = sorted(_children(parent) - before)
+    if engine:
+        subprocess.Popen(
+            [sys.executable, "-c", _REAPER, str(parent), *map(str, engine)],
+            stdin=subprocess.DEVNULL,
+            close_fds=True,
+            start_new_session=True,  # a kill of the parent's group does not take it first
+        )
 
 
 def to_vllm_params(vllm: Any, params: SamplingParams, seeded: bool = True, **extra: Any) -> Any:
@@ -118,6 +156,7 @@ class VLLMBackend:
         engine["dtype"] = dtype
         engine.update(llm_kwargs)
         self.engine_options = engine
+        before = _children(os.getpid())
         try:
             self.llm = self._vllm.LLM(model=path, **engine)
         except (RuntimeError, ValueError) as exc:
@@ -127,6 +166,7 @@ class VLLMBackend:
                 f"vLLM could not start its engine for {path} ({exc}); its log above says why. "
                 f"--vllm-memory sets the share of {where} it may take"
             ) from None
+        _reap_when_gone(os.getpid(), before)
         from vllm.sampling_params import RequestOutputKind
 
         self._final_only = RequestOutputKind.FINAL_ONLY

@@ -47,6 +47,7 @@ def option(
     prefix: str | None = None,
     may_change: bool = False,
     group: str | None = None,
+    trl: str | tuple[str, ...] | None = None,
     **bounds: Any,
 ) -> Any:
     """A config field and everything the command line needs to offer it.
@@ -59,6 +60,7 @@ def option(
     `may_change`: the option may differ when a run is resumed (where the model is served, how
     patiently, how much to spend: not what the run decides); the others must stay the same.
     `group`: the heading it is listed under in `--help` (default: its options class's heading).
+    `trl`: the TRL `SFTConfig` field(s) this option is handed to, named once here (finetune).
     """
     extra = {
         key: value
@@ -71,6 +73,7 @@ def option(
             ("prefix", prefix),
             ("may_change", may_change or None),
             ("group", group),
+            ("trl", [trl] if isinstance(trl, str) else list(trl) if trl else None),
         )
         if value is not None
     }

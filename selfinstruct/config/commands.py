@@ -177,6 +177,16 @@ class BaseModelOption(Options):
     )
 
 
+class PromptFormatOption(Options):
+    prompt_format: Literal["auto", "chat", "alpaca", "paper"] = option(
+        "auto",
+        "how instruction, input and answer are laid out: chat = the model's chat template; "
+        "alpaca = Alpaca's '### Instruction/### Response' text; paper = Self-Instruct's "
+        "'Input:/Output:' text (default: chat when the tokenizer has a template, else alpaca; "
+        "eval: what the adapter was trained with)",
+    )
+
+
 class RunArgument(Options):
     run: Path = option(help="a generate run directory (or a job's)", positional=True)
 
@@ -407,12 +417,22 @@ class ExportConfig(PerTaskOption):
     public: bool = option(False, "make a new hub repo public (default: private)")
 
 
-class FinetuneConfig(BaseModelOption, PerTaskOption):
+class FinetuneConfig(BaseModelOption, PerTaskOption, PromptFormatOption):
     """`selfinstruct finetune`: LoRA with TRL's SFTTrainer and PEFT."""
 
-    data: Path = option(help="a run directory or any instruction file", positional=True)
+    data: Path = option(
+        help="a run directory, or tasks as task/instruction-input-output JSONL, Alpaca JSON or "
+        "the paper's user-oriented JSONL",
+        positional=True,
+    )
     output_dir: Path = option(
         Path("outputs/finetune"), "checkpoints, adapter/, summary", short="-o"
+    )
+    max_tasks: int | None = option(
+        None,
+        "train on the first N tasks only (a run's in the order they were accepted): one run "
+        "gives the points of a scaling curve (default: every task)",
+        ge=1,
     )
     lora_r: int = option(16, "rank 16: enough capacity for instruction style", ge=1)
     lora_alpha: int = option(32, "alpha = 2r, the common stable scaling", ge=1)
@@ -422,18 +442,37 @@ class FinetuneConfig(BaseModelOption, PerTaskOption):
         help="layers to adapt; all-linear beats attention-only (QLoRA paper)",
         flag="--target-module",
     )
-    learning_rate: float = option(2e-4, "the usual LoRA rate", gt=0)
-    lr_scheduler: str = option("cosine", "smooth decay to zero")
-    warmup_ratio: float = option(0.03, "3% warmup avoids early spikes", ge=0, lt=1)
-    epochs: float = option(3.0, "small synthetic sets want a few passes", gt=0)
-    max_steps: int | None = option(None, "stop after this many steps (default: by epochs)", ge=1)
-    max_length: int = option(1024, "tokens per example; covers almost every generated one", ge=16)
+    learning_rate: float = option(2e-4, "the usual LoRA rate", gt=0, trl="learning_rate")
+    lr_scheduler: str = option("cosine", "smooth decay to zero", trl="lr_scheduler_type")
+    # transformers 5 reads a float below 1 in warmup_steps as a share of all steps (its
+    # warmup_ratio is gone); tests/test_finetune_config.py checks the steps it turns into.
+    warmup_ratio: float = option(
+        0.03, "3% warmup avoids early spikes", ge=0, lt=1, trl="warmup_steps"
+    )
+    epochs: float = option(
+        3.0, "small synthetic sets want a few passes", gt=0, trl="num_train_epochs"
+    )
+    max_steps: int | None = option(
+        None, "stop after this many steps (default: by epochs)", ge=1, trl="max_steps"
+    )
+    max_length: int = option(
+        1024, "tokens per example; covers almost every generated one", ge=16, trl="max_length"
+    )
     val_fraction: float = option(0.05, "5% held out for a validation loss", ge=0, lt=1)
-    batch_size: int = option(4, "examples per device step", ge=1)
-    grad_accum: int = option(1, "steps per optimizer update", ge=1)
-    logging_steps: int = option(5, "log (and validate) every this many steps", ge=1)
-    save_steps: int = option(50, "checkpoint every this many steps", ge=1)
-    seed: int = option(0, "data split, shuffling and template choice")
+    batch_size: int = option(
+        4,
+        "examples per device step",
+        ge=1,
+        trl=("per_device_train_batch_size", "per_device_eval_batch_size"),
+    )
+    grad_accum: int = option(
+        1, "steps per optimizer update", ge=1, trl="gradient_accumulation_steps"
+    )
+    logging_steps: int = option(
+        5, "log (and validate) every this many steps", ge=1, trl=("logging_steps", "eval_steps")
+    )
+    save_steps: int = option(50, "checkpoint every this many steps", ge=1, trl="save_steps")
+    seed: int = option(0, "data split, shuffling and template choice", trl="seed")
     merge: bool = option(False, "also write the merged full model")
     device: str | None = option(None, "cpu or cuda (default: cuda when available)")
     qlora: bool = option(False, "4-bit base model (needs a GPU and bitsandbytes)")
@@ -487,23 +526,43 @@ def _nest_judge(data: Any) -> Any:
     return data
 
 
-class EvalConfig(BaseModelOption):
-    """`selfinstruct eval`: a base model with and without an adapter on held-out tasks."""
+class EvalConfig(BaseModelOption, PromptFormatOption):
+    """`selfinstruct eval`: a base model, alone and with LoRA adapters, on held-out tasks."""
 
     data: Path = option(
         EVAL_TASKS,
-        "held-out tasks with reference outputs (default: the 110 shipped with selfinstruct)",
+        "held-out tasks with reference outputs: task or instruction/input/output JSONL, Alpaca "
+        "JSON, the paper's user-oriented set, or a run directory (default: the 110 shipped with "
+        "selfinstruct)",
     )
-    adapter: Path | None = option(
-        None, "a LoRA adapter folder (finetune's adapter/) to compare with the base", short="-a"
+    adapter: list[str] = option(
+        default_factory=list,
+        help="a LoRA adapter folder (finetune's adapter/) to compare with the base, as PATH or "
+        "NAME=PATH; repeat it to compare several on the same items",
+        short="-a",
     )
     output_dir: Path = option(Path("outputs/eval"), "responses and eval_summary.json", short="-o")
     limit: int | None = option(None, "evaluate the first N examples only (default: all)", ge=1)
     max_new_tokens: int = option(128, "tokens per response at most", ge=1)
-    batch_size: int = option(8, "responses generated together", ge=1)
+    batch_size: int = option(8, "responses generated together (transformers engine)", ge=1)
+    engine: Literal["auto", "transformers", "vllm"] = option(
+        "auto",
+        "what writes the responses; auto = vLLM where it is installed (adapters as vLLM LoRA), "
+        "else transformers",
+    )
+    bootstrap_samples: int = option(
+        2000, "resamples of the items for the 95% intervals", ge=100, le=100_000
+    )
     judge: JudgeOptions = option(default_factory=JudgeOptions, prefix="judge-")
 
     _flat_judge = model_validator(mode="before")(_nest_judge)
+
+    @field_validator("adapter", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        if value is None:
+            return []
+        return [str(value)] if isinstance(value, (str, Path)) else [str(v) for v in value]
 
 
 class ReportConfig(RunArgument):
