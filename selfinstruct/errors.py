@@ -7,15 +7,25 @@ SelfInstructError as one line and exits with its `exit_code`.
 
 from __future__ import annotations
 
-# Every command, `run JOB` included, ends with one of these (README: "Exit codes").
+# Every command, `run JOB` included, ends with one of these (docs/jobs.md, "Exit codes").
 EXIT_CODES: dict[str, int] = {
-    "done": 0,  # finished, or nothing left to do
-    "config": 2,  # bad input file, option or config
-    "backend": 3,  # the model backend cannot serve (bad key, unknown model, server unreachable)
-    "locked": 4,  # another process holds the run
-    "budget": 5,  # stopped at a request, token or cost budget; raise it to continue
-    "stalled": 6,  # rounds in a row accepted nothing
-    "interrupted": 130,  # Ctrl-C or SIGTERM; the same command resumes
+    "done": 0,
+    "config": 2,
+    "backend": 3,
+    "locked": 4,
+    "budget": 5,
+    "stalled": 6,
+    "interrupted": 130,
+}
+# What each means, as docs/jobs.md's table says it (a test holds the two together).
+EXIT_MEANINGS: dict[str, str] = {
+    "done": "success (or nothing to do)",
+    "config": "user or configuration error; the message says what to fix",
+    "backend": "the backend cannot work: unreachable, key refused, unknown model, missing package",
+    "locked": "another process is writing this run directory",
+    "budget": "a budget was reached; the partial output is kept (raise it and rerun to continue)",
+    "stalled": "generation stopped because instruction prompts stopped giving tasks",
+    "interrupted": "interrupted (SIGINT or SIGTERM); rerun the same command to resume",
 }
 
 

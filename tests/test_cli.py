@@ -144,6 +144,16 @@ def test_one_table_of_exit_codes() -> None:
     assert (EXIT_CODES["budget"], EXIT_CODES["stalled"], EXIT_CODES["interrupted"]) == (5, 6, 130)
 
 
+def test_every_exit_code_is_in_the_docs_table_with_its_meaning() -> None:
+    from selfinstruct.errors import EXIT_MEANINGS
+
+    table = (Path(__file__).resolve().parents[1] / "docs" / "jobs.md").read_text()
+    section = table.split("## Exit codes", 1)[1]
+    rows = dict(re.findall(r"(?m)^\| (\d+) \| (.+?) \|$", section))
+    assert set(EXIT_CODES) == set(EXIT_MEANINGS)
+    assert {str(code): EXIT_MEANINGS[name] for name, code in EXIT_CODES.items()} == rows
+
+
 def test_command_signatures_are_built_not_written() -> None:
     # The handlers take the options as one dict; their flags come from the configs.
     from selfinstruct import cli
