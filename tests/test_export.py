@@ -186,6 +186,24 @@ def test_card_for_any_instruction_file_and_the_hf_folder(tmp_path: Path) -> None
     export(ExportConfig(source=src, output=tmp_path / "ds", format="hf"))
     card = (tmp_path / "ds" / "README.md").read_text()
     assert "not a selfinstruct run" in card and "data-*.arrow" in card
+    # No filter saw this file: the card must not say it passed one.
+    assert "passed" not in card and "no selfinstruct filter ran" in card
+
+
+def test_card_claims_only_the_filters_that_ran(tmp_path: Path) -> None:
+    run = _scripted_run(tmp_path)
+    export(ExportConfig(source=run, output=tmp_path / "a" / "t.jsonl"))
+    card = (tmp_path / "a" / "README.md").read_text()
+    assert "passed the paper's rule, novelty (ROUGE-L) and instance filters." in card
+    from selfinstruct.config import FilterConfig
+    from selfinstruct.filtering import run_filter
+
+    filtered = tmp_path / "f"
+    plain = write_tasks(tmp_path / "plain.jsonl")
+    run_filter(FilterConfig(input=plain, output_dir=filtered, rules={"min_words": 0}))
+    export(ExportConfig(source=filtered / "kept.jsonl", output=tmp_path / "b" / "t.jsonl"))
+    card = (tmp_path / "b" / "README.md").read_text()
+    assert "every task passed `selfinstruct filter`" in card and "no instance filter ran" in card
 
 
 def test_push_to_hub_against_a_local_fake_hub(

