@@ -57,3 +57,35 @@ def test_a_yes_that_offers_help_is_no_answer() -> None:
     assert parse_is_classification("No, I would not call it classification.") is False
     assert parse_is_classification("Yes, the output is one of two labels?") is True
     assert parse_is_classification("No, I don't think so.") is False
+
+
+def test_an_offer_is_told_by_its_shape_not_its_words() -> None:
+    """Replies written for this test, not taken from any model: a Yes (or No) followed by the
+    speaker committing to act, or by a request or question to the listener, and nothing about
+    the task, is no verdict; the same openings followed by a reason about the task are."""
+    for reply in (
+        "Yes, I can do that for you.",
+        "Yes! I'll take a look once you paste the list.",
+        "Yes, I could give it a try.",
+        "Yes. Send me the sentences and I will sort them.",
+        "Yes, let me see the examples first.",
+        "Yes, absolutely. Feel free to share the details whenever you're ready.",
+        "Yes, we can work through it together.",
+        "Yes. Please provide the text.",
+        "Yes, sure, go ahead.",
+        "Yes - which one did you mean?",
+        "No, but I can show you how to write one.",
+        "Yes, I'm here to assist.",
+    ):
+        assert parse_is_classification(reply) is None, reply
+    for reply, verdict in (
+        ("Yes, it asks for one of two labels.", True),
+        ("Yes, since the output comes from a fixed set of options.", True),
+        ("Yes, I can see it is a classification task.", True),
+        ("No, the output is free text.", False),
+        ("No. It needs a whole paragraph as its answer.", False),
+        ("Yes, certainly.", True),
+        ("No, this task asks you to write an essay.", False),
+        ("Yes, you pick one category for each review.", True),
+    ):
+        assert parse_is_classification(reply) is verdict, reply

@@ -74,16 +74,36 @@ def reply_is_valid(text: str) -> bool:
 _LEADING_ANSWER = re.compile(r"^[\W_]*(yes|no)\b(?![ \t]+(problem|worries)\b)", re.IGNORECASE)
 # "Is it classification? Yes" echoed from the examples, or "The answer is no."
 _STATED_ANSWER = re.compile(r"(?:classification\?|the answer is:?)\s*\W*(yes|no)\b", re.IGNORECASE)
-# A chat model that takes the prompt for a request to talk: "Yes, I can answer your question.
-# What would you like to know?" opens with "Yes" but answers nothing.
-_OFFER = re.compile(
-    r"\b(i\s*(can|could|will|would|'d|'ll|am|'m)\s+(be\s+)?(happy|glad|answer|help|assist|try)|"
-    r"happy to|glad to|what would you like|what do you|how can i|ask away|go ahead)\b",
+# What a verdict talks about: the task, its output, its labels.
+_ABOUT_THE_TASK = re.compile(
+    r"classif|categor|label|\bclass|\boptions?\b|\bchoices?\b|\boutputs?\b|\banswers? (is|are)\b|"
+    r"\b(it|this|that)(\s+task)?\s*(is|'s|has|asks|needs|requires)\b|\bbecause\b|\bsince\b",
     re.IGNORECASE,
 )
-_ABOUT_THE_TASK = re.compile(r"classif|categor|label|\bclass", re.IGNORECASE)
+# The shape of a reply that takes the prompt for small talk, whatever its words: the speaker
+# commits to doing something ("I can ...", "I'll ...", "let me ..."), or turns to the listener
+# with a request or a question ("send me ...", "please ...", "let me know", "...?"). Such a
+# "Yes" agrees to talk; it says nothing about the task.
+_COMMITS = re.compile(
+    r"\b(i\s*(can|could|will|would|shall|'d|'ll|am|'m)|we\s*(can|could|will|'ll))\b|"
+    r"\blet(\s+me|'s|\s+us)\b|\bhappy to\b|\bglad to\b|\bhow can i\b",
+    re.IGNORECASE,
+)
+_ASKS = re.compile(
+    r"\b(send|give|show|share|provide|tell|paste)\s+(me|us)\b|\bplease\b|\bfeel free\b|"
+    r"\bgo ahead\b|\bask away\b|\blet me know\b|\byou('d| would) like\b|\bwhat (do|would) you\b",
+    re.IGNORECASE,
+)
 _NEGATED = re.compile(r"^(it|this|this task|that)\s+(is not|isn't)\b", re.IGNORECASE)
 _AFFIRMED = re.compile(r"^(it|this|this task|that)\s+is\s+(a\s+)?classification\b", re.IGNORECASE)
+
+
+def offers(rest: str) -> bool:
+    """Does what follows a leading Yes/No agree to talk instead of judging the task? A reply
+    that commits the speaker or asks something of the listener, and never mentions the task."""
+    if _ABOUT_THE_TASK.search(rest):
+        return False
+    return bool(_COMMITS.search(rest) or _ASKS.search(rest) or "?" in rest)
 
 
 def parse(text: str) -> bool | None:
@@ -92,13 +112,12 @@ def parse(text: str) -> bool | None:
     Base models answer "Yes"/"No"; chat models sometimes answer in a sentence ("This is not a
     classification task.", "The answer is yes.") or echo the question before answering. A
     sentence that only restates the definition ("A task is a classification task when ...")
-    is no answer, nor is a "Yes" that offers to help or asks back instead of answering.
+    is no answer, nor is a "Yes" shaped as an offer (see `offers`).
     """
     stripped = text.strip()
     leading = _LEADING_ANSWER.match(stripped)
     if leading:
-        rest = stripped[leading.end() :]
-        if not _ABOUT_THE_TASK.search(rest) and (_OFFER.search(rest) or "?" in rest):
+        if offers(stripped[leading.end() :]):
             return None
         return leading.group(1).lower() == "yes"
     stated = _STATED_ANSWER.search(stripped)
