@@ -80,6 +80,10 @@ class Dispatcher:
         self._arrived: queue.SimpleQueue[Future[Completion]] = queue.SimpleQueue()
         self.ready: deque[tuple[Request, Completion]] = deque()
         self.sent = 0  # requests handed to the backend in this process
+        # Requests an earlier process had in flight when it stopped, asked again here, and the
+        # tokens their answers cost now: what a kill cost (the summary says it).
+        self.reasked = 0
+        self.reasked_tokens = 0
         self.budget_hit = False
 
     # -- budgets -----------------------------------------------------------------------
@@ -134,6 +138,7 @@ class Dispatcher:
         """
         limit = self.backend.stats().limit if self.held else None
         room = len(self.held) if limit is None else limit + max(2, limit // 4)
+        asked = []
         while self.held and len(self.in_flight) < room:
             request = heapq.heappop(self.held)[2]
             future = self.backend.submit(
@@ -142,6 +147,9 @@ class Dispatcher:
             self.in_flight[future] = request
             future.add_done_callback(self._arrived.put)
             self.sent += 1
+            self.reasked += request.id in self.store.unanswered
+            asked.append(request.id)
+        self.store.record_asked(asked)
 
     # -- back --------------------------------------------------------------------------
 
@@ -166,6 +174,9 @@ class Dispatcher:
         if completion.finish_reason == "error" and completion.retryable:
             self.send(request)  # nothing learned about the request: ask again
             return
+        if request.id in self.store.unanswered:
+            usage = completion.usage
+            self.reasked_tokens += usage.prompt_tokens + usage.completion_tokens
         self.store.record_response(
             JournalEntry(
                 id=request.id,

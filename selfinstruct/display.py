@@ -126,6 +126,11 @@ def print_generate_summary(summary: Any) -> None:
     )
     if summary.cost_usd is not None:
         table.add_row("estimated cost", f"${summary.cost_usd:.4f}")
+    if summary.reasked_requests:
+        table.add_row(
+            "re-asked after resume",
+            f"{summary.reasked_requests:,} requests, {summary.reasked_tokens:,} tokens",
+        )
     for reason, count in sorted(summary.rejected.items(), key=lambda kv: -kv[1]):
         table.add_row(f"rejected: {reason}", f"{count:,}")
     for reason, count in sorted(summary.instances_dropped.items(), key=lambda kv: -kv[1]):

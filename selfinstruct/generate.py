@@ -77,6 +77,9 @@ class GenerateSummary(BaseModel):
     table1: Table1
     backend: BackendStats = Field(default_factory=BackendStats)
     seconds: float = 0.0
+    # What a kill cost: requests in flight when an earlier process stopped, asked again here.
+    reasked_requests: int = 0
+    reasked_tokens: int = 0
 
 
 @dataclass
@@ -524,6 +527,8 @@ def write_manifest(gen: Generator, status: str, message: str = "") -> None:
                 "instances_dropped": dict(gen.instance_drops),
                 "parse_coverage": gen.coverage.model_dump(),
                 "requests": requests,
+                "reasked_requests": gen.dispatch.reasked,
+                "reasked_tokens": gen.dispatch.reasked_tokens,
             },
             "table1": table1(gen.accepted).model_dump(),
         }
@@ -567,6 +572,8 @@ def summarize(gen: Generator, started: float) -> GenerateSummary:
         table1=table1(gen.accepted),
         backend=gen.backend.stats(),
         seconds=round(time.perf_counter() - started, 3),
+        reasked_requests=gen.dispatch.reasked,
+        reasked_tokens=gen.dispatch.reasked_tokens,
     )
 
 

@@ -29,6 +29,12 @@ class RunDir:
         return self.path / "requests.jsonl"
 
     @property
+    def asked(self) -> Path:
+        """The id of every request handed to a backend, written as it goes out: one asked but
+        not in the journal was in flight when the run stopped, and is asked again on resume."""
+        return self.path / "asked.jsonl"
+
+    @property
     def commits(self) -> Path:
         return self.path / "commits.jsonl"
 

@@ -226,6 +226,9 @@ class RunStore:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.commits: list[CommitMarker] = []
+        # Asked by an earlier process and never answered into the journal: in flight when it
+        # stopped, so asked (and paid) again now.
+        self.unanswered: set[str] = set()
 
     # -- opening ------------------------------------------------------------------------
 
@@ -259,11 +262,15 @@ class RunStore:
         self.journal = {e["id"]: JournalEntry.model_validate(e) for e in entries}
         self.prompt_tokens = sum(e.prompt_tokens for e in self.journal.values())
         self.completion_tokens = sum(e.completion_tokens for e in self.journal.values())
+        asked, size = _read_jsonl_prefix(self.files.asked)
+        self._truncate(self.files.asked, size)
+        self.unanswered = {a["id"] for a in asked} - set(self.journal)
         for name, path in (
             ("tasks", self.tasks_path),
             ("rejected", self.rejected_path),
             ("journal", self.journal_path),
             ("commits", self.commits_path),
+            ("asked", self.files.asked),
         ):
             self._files[name] = path.open("a", encoding="utf-8")
 
@@ -320,6 +327,13 @@ class RunStore:
         self.journal[entry.id] = entry
         self.prompt_tokens += entry.prompt_tokens
         self.completion_tokens += entry.completion_tokens
+
+    def record_asked(self, ids: list[str]) -> None:
+        """Note requests as they go to the backend (flushed, not synced: a count, not data)."""
+        if ids:
+            fh = self._files["asked"]
+            fh.write("".join(f'{{"id": {json.dumps(i)}}}\n' for i in ids))
+            fh.flush()
 
     def commit(self, results: list[tuple[int, list[Task], list[Rejected]]]) -> None:
         """Append the results of consecutive prompts, make them durable, then mark them written.

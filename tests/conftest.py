@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,12 +14,39 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 SEED_FILE = REPO / "seed_tasks" / "seed_tasks.jsonl"
 
 
+def missing_reference(what: str) -> None:
+    """Reference data that is not on this machine: a skip by hand, a failure in CI (CI=true),
+    where a test that quietly checked nothing would read as a pass."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{what} is missing in CI")
+    pytest.skip(f"{what} is not present")
+
+
 def shared_file(name: str) -> Path:
-    """A reference data file from ../shared/data, or skip when this checkout has none."""
+    """A reference data file from ../shared/data (see `missing_reference` when absent)."""
     path = SHARED_DATA / name
     if not path.exists():
-        pytest.skip(f"reference data {path} is not present")
+        missing_reference(f"reference data {path}")
     return path
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Return once `condition()` holds (a file grew, a log line came, a server was asked),
+    checked every 20 ms; fail after `timeout` s naming `what`. Tests wait on events, not on
+    time: a sleep long enough on one machine is too short on a slower one."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"waited {timeout:.0f} s for {what}")
+        time.sleep(0.02)
+
+
+def jsonl_lines(path: Path) -> int:
+    """Whole lines in a JSONL file that may be being written (0 when it does not exist yet)."""
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
 
 
 def t0_instructions(limit: int | None = None) -> list[str]:
