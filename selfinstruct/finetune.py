@@ -326,6 +326,21 @@ def _first_epoch_only(transformers: Any, recorder: _ShareRecorder) -> Any:
     return FirstEpoch()
 
 
+# The trainer writes a checkpoint's weights, optimizer and scheduler first and its state last;
+# a folder without the state was cut short (killed while saving) and cannot be resumed from.
+_CHECKPOINT_STATE = "trainer_state.json"
+
+
+def last_complete_checkpoint(output_dir: Path) -> str | None:
+    """The newest checkpoint that was written whole, or None."""
+    found = []
+    for folder in output_dir.glob("checkpoint-*") if output_dir.exists() else []:
+        step = folder.name.removeprefix("checkpoint-")
+        if step.isdigit() and (folder / _CHECKPOINT_STATE).exists():
+            found.append((int(step), folder))
+    return str(max(found)[1]) if found else None
+
+
 def _note_in_card(card: Path, fmt: str) -> None:
     """PEFT writes a model card beside the adapter; it says how to prompt the tuned model."""
     note = (
@@ -388,11 +403,7 @@ def run_finetune(cfg: FinetuneConfig) -> TrainingSummary:
     recorder = _ShareRecorder(trainer.data_collator, trainer.train_dataset["input_ids"])
     trainer.data_collator = recorder
     trainer.add_callback(_first_epoch_only(transformers, recorder))
-    last = (
-        transformers.trainer_utils.get_last_checkpoint(str(cfg.output_dir))
-        if cfg.output_dir.exists()
-        else None
-    )
+    last = last_complete_checkpoint(cfg.output_dir)
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import jsonl_lines, wait_until
 from fake_openai import FakeOpenAI, faulty_brain
 
 from selfinstruct.backends.base import BackendError
@@ -87,12 +88,26 @@ def _dry_run_cmd(run_dir: Path, target: int) -> list[str]:
     ]
 
 
+def _ids(path: Path) -> list[str]:
+    """The ids of a JSONL file's whole lines (a kill may leave half a last line)."""
+    if not path.exists():
+        return []
+    whole = path.read_text().rsplit("\n", 1)[0] if "\n" in path.read_text() else ""
+    return [json.loads(x)["id"] for x in whole.splitlines()]
+
+
+def _open_prompts(run_dir: Path) -> set[int]:
+    """Instruction prompts the run shows begun (a request of theirs asked or answered) but not
+    committed: a stage started and not finished."""
+    committed = jsonl_lines(run_dir / "commits.jsonl")
+    begun = _ids(run_dir / "asked.jsonl") + _ids(run_dir / "requests.jsonl")
+    return {int(i.split(":")[0]) for i in begun} - set(range(committed))
+
+
 def test_twenty_sigkills_then_resume_equal_an_uninterrupted_run(tmp_path: Path) -> None:
     import os
     import random
-    import signal
     import subprocess
-    import time
 
     from conftest import REPO
 
@@ -100,17 +115,35 @@ def test_twenty_sigkills_then_resume_equal_an_uninterrupted_run(tmp_path: Path) 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     subprocess.run(_dry_run_cmd(tmp_path / "ref", target), env=env, check=True)
     run_dir = tmp_path / "killed"
+    journal = run_dir / "requests.jsonl"
     rng = random.Random(20)
-    for _ in range(20):
+    landed = attempts = 0
+    while landed < 20:
+        # Each kill waits for an event, not for time: this process has journaled a few more
+        # answers (how many is drawn), so it is mid-run whatever the machine's speed. A kill
+        # counts when the files show it landed mid-stage (a prompt begun, not committed);
+        # one that fell between two prompts is made again.
+        attempts += 1
+        assert attempts <= 80, f"only {landed} of {attempts} kills landed mid-stage"
+        before = jsonl_lines(journal)
         proc = subprocess.Popen(_dry_run_cmd(run_dir, target), env=env)
-        time.sleep(rng.uniform(0.35, 0.9))  # start-up takes ~0.3 s; then it is mid-run
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        goal = before + rng.randint(1, 40)
+        wait_until(
+            lambda p=proc, n=goal: jsonl_lines(journal) >= n or p.poll() is not None,
+            f"{goal - before} more journaled answers",
+        )
+        proc.kill()
+        assert proc.wait() == -9, "the run ended by itself before the kill"
+        landed += bool(_open_prompts(run_dir))
+    in_flight = set(_ids(run_dir / "asked.jsonl")) - set(_ids(journal))
     subprocess.run(_dry_run_cmd(run_dir, target), env=env, check=True)
     for name in ("tasks.jsonl", "rejected.jsonl", "commits.jsonl"):
         assert (run_dir / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
-    ids = [json.loads(x)["id"] for x in (run_dir / "requests.jsonl").read_text().splitlines()]
+    ids = _ids(journal)
     assert len(ids) == len(set(ids))
+    # What the last kill cost is said: the requests it left in flight were asked again.
+    counts = json.loads((run_dir / "manifest.json").read_text())["counts"]
+    assert counts["reasked_requests"] == len(in_flight)
 
 
 def test_torn_last_lines_are_detected_and_repaired(tmp_path: Path) -> None:
@@ -215,7 +248,6 @@ def test_a_kill_while_a_slow_server_works_keeps_every_reply_it_sent(tmp_path: Pa
     import os
     import signal
     import subprocess
-    import time
 
     from conftest import REPO
     from fake_openai import prompt_text
@@ -236,15 +268,17 @@ def test_a_kill_while_a_slow_server_works_keeps_every_reply_it_sent(tmp_path: Pa
     run_dir = tmp_path / "run"
     with FakeOpenAI(slow_after_some) as server:
         proc = subprocess.Popen(_openai_cmd(run_dir, server.url, 40, "--window", "2"), env=env)
-        deadline = time.monotonic() + 30
-        while len(answered) < 9 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)  # the last replies reach the client and its journal
+        # The events: the nine replies are journaled, and more requests are in the server's
+        # hands (asked, unanswered).
+        wait_until(lambda: jsonl_lines(run_dir / "requests.jsonl") >= 9, "9 journaled replies")
+        wait_until(lambda: len(server.bodies) > 9, "requests held by the slow server")
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        assert len(server.bodies) > 9  # more were asked and still in the server's hands
+        held = len(server.bodies) - 9
     journal = [json.loads(x) for x in (run_dir / "requests.jsonl").read_text().splitlines()]
     assert len(journal) == 9  # every reply the server sent is there, none twice
+    in_flight = set(_ids(run_dir / "asked.jsonl")) - {e["id"] for e in journal}
+    assert len(in_flight) == held > 0  # the kill landed mid-stage, with requests out
     asked_again: list[str] = []
 
     def healthy(body: dict, n: int) -> list:
@@ -256,6 +290,9 @@ def test_a_kill_while_a_slow_server_works_keeps_every_reply_it_sent(tmp_path: Pa
     assert not set(answered) & set(asked_again)  # nothing answered before is asked again
     ids = [json.loads(x)["id"] for x in (run_dir / "requests.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids))
+    # Those in flight at the kill were asked again (and paid again), and the summary says so.
+    counts = json.loads((run_dir / "manifest.json").read_text())["counts"]
+    assert counts["reasked_requests"] == len(in_flight) and counts["reasked_tokens"] > 0
 
 
 def test_a_dead_server_is_exit_3_within_seconds(tmp_path: Path) -> None:
@@ -358,7 +395,6 @@ def test_batch_api_mode_end_to_end_killed_and_resumed(tmp_path: Path) -> None:
     import os
     import signal
     import subprocess
-    import time
 
     from conftest import REPO
     from fake_batches import FakeBatchAPI
@@ -373,10 +409,11 @@ def test_batch_api_mode_end_to_end_killed_and_resumed(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     with FakeBatchAPI(instant=False) as api:
         proc = subprocess.Popen(_batch_cmd(run_dir, api.url, 12), env=env)
-        deadline = time.monotonic() + 60
-        while not api.batches and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)  # the batch is registered and being polled, not answered
+        # The event: the batch is registered in the run and being polled, not answered.
+        wait_until(lambda: jsonl_lines(run_dir / "batches.jsonl") >= 1, "a registered batch")
+        wait_until(
+            lambda: any(c.startswith("GET /v1/batches/") for c in api.calls), "a batch polled"
+        )
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         created = dict(api.batches)

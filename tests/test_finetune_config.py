@@ -96,3 +96,18 @@ def test_a_field_trl_does_not_know_is_refused(tmp_path: Path) -> None:
     cfg = FinetuneConfig(data=tmp_path, output_dir=tmp_path / "ft")
     with pytest.raises(SelfInstructError, match="no SFTConfig field warmup_steps"):
         sft_fields(old_trl, cfg, SETTINGS, on_gpu=False, has_validation=False)
+
+
+def test_a_checkpoint_cut_short_is_not_resumed_from(tmp_path: Path) -> None:
+    """A kill while the trainer saves leaves a folder without its state: resuming from it
+    failed ("Can't find a valid checkpoint"); the last whole one is used instead."""
+    from selfinstruct.finetune import last_complete_checkpoint
+
+    assert last_complete_checkpoint(tmp_path / "none") is None
+    for step, whole in ((5, True), (10, True), (15, False)):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "adapter_model.safetensors").write_bytes(b"")
+        if whole:
+            (folder / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")

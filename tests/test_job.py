@@ -5,15 +5,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, jsonl_lines, wait_until
 from typer.testing import CliRunner
 
 from selfinstruct.cli import app
@@ -109,7 +107,11 @@ def test_sigterm_exits_interrupted_and_resumes(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(3.0)
+    # The event: generate is under way (answers journaled), so SIGTERM lands mid-stage.
+    wait_until(
+        lambda: jsonl_lines(tmp_path / "run" / "generate" / "requests.jsonl") >= 5,
+        "generate to journal answers",
+    )
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -120,13 +122,15 @@ def test_sigterm_exits_interrupted_and_resumes(tmp_path: Path) -> None:
             sys.executable,
             "-c",
             (
-                "import fcntl,sys,time; f=open(sys.argv[1],'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
-                "f.write('pid test'); f.flush(); time.sleep(5)"
+                "import fcntl,sys; f=open(sys.argv[1],'a+'); fcntl.flock(f, fcntl.LOCK_EX); "
+                "f.seek(0); f.truncate(); f.write('pid test'); f.flush(); sys.stdin.read()"
             ),
             str(tmp_path / "run" / "job.lock"),
-        ]
+        ],
+        stdin=subprocess.PIPE,
     )
-    time.sleep(0.5)
+    # The event: the holder has the lock (it writes its name only once it holds it).
+    wait_until(lambda: (tmp_path / "run" / "job.lock").read_text() == "pid test", "the lock")
     locked = run("run", str(path), env={"KEY_NAME": "X"})
     lock_holder.kill()
     lock_holder.wait()
@@ -163,9 +167,21 @@ def test_every_stage_killed_and_resumed_equals_uninterrupted(tmp_path: Path) -> 
     proc = subprocess.Popen(
         [sys.executable, "-m", "selfinstruct.cli", "run", str(killed_job), "-q"], env=env
     )
-    time.sleep(random.Random(5).uniform(1.0, 2.5))
+    # The event: fine-tuning, the stage that is costly to redo, has saved its first checkpoint
+    # and has not finished; the kill lands there, after generate, filter and export are done.
+    finetune = tmp_path / "killed" / "finetune"
+    wait_until(
+        lambda: (
+            (finetune / "checkpoint-1" / "trainer_state.json").exists() or proc.poll() is not None
+        ),
+        "the first fine-tuning checkpoint",
+        timeout=600,
+    )
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -9, "the job finished before the kill"
+    status = json.loads((tmp_path / "killed" / "status.json").read_text())
+    assert status["stage"] == "finetune" and status["status"] == "running"
+    assert not (finetune / "training_summary.json").exists()  # mid-stage
     resumed = run("run", str(killed_job))
     assert resumed.returncode == 0, resumed.stderr
     for part in ("generate/tasks.jsonl", "filter/kept.jsonl", "export/train.jsonl"):
@@ -175,6 +191,7 @@ def test_every_stage_killed_and_resumed_equals_uninterrupted(tmp_path: Path) -> 
     ref_loss = json.loads((tmp_path / "ref/finetune/training_summary.json").read_text())
     new_loss = json.loads((tmp_path / "killed/finetune/training_summary.json").read_text())
     assert new_loss["steps"] == ref_loss["steps"] == 3
+    assert "checkpoint-" in (new_loss["resumed_from"] or "")  # not trained again from zero
     status = json.loads((tmp_path / "killed" / "status.json").read_text())
     assert status["status"] == "done" and set(status["stages"].values()) == {"done"}
 
