@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 
-from selfinstruct.atomic import atomic_write, write_json_atomic
+from selfinstruct.atomic import atomic_writes, write_json_atomic
 from selfinstruct.config import FilterConfig
 from selfinstruct.errors import InputError, SelfInstructError
 from selfinstruct.records import (
@@ -269,9 +269,9 @@ def run_filter(
     dropped: Counter[str] = Counter()
     try:
         # Both files appear only when the pass succeeds; a failure leaves neither behind.
-        with (
-            atomic_write(Path(summary.kept_path)) as kept_fh,
-            atomic_write(Path(summary.rejected_path)) as rejected_fh,
+        with atomic_writes(Path(summary.kept_path), Path(summary.rejected_path)) as (
+            kept_fh,
+            rejected_fh,
         ):
             for chunk in chunks:
                 if novelty is not None:

@@ -59,3 +59,27 @@ def t0_instructions(limit: int | None = None) -> list[str]:
 def jsonl_instructions(name: str) -> list[str]:
     path = shared_file(name)
     return [json.loads(line)["instruction"] for line in path.read_text().splitlines() if line]
+
+
+def on_a_small_disk(tmp_path: Path, size: str, script: str) -> Path:
+    """Run a shell `script` with a real, tiny file system (a tmpfs of `size`) at
+    `tmp_path/disk`, in a mount namespace of its own (`unshare -rm`: no privilege needed).
+    The script sees $DISK and $OUT (a folder outside the namespace, for what the test reads
+    afterwards: the tmpfs is gone when the script ends). Skips where no namespace can be made."""
+    import shutil
+    import subprocess
+
+    if (
+        shutil.which("unshare") is None
+        or subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode
+    ):
+        pytest.skip("unshare cannot make a mount namespace here")
+    disk, out = tmp_path / "disk", tmp_path / "out"
+    disk.mkdir()
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DISK": str(disk), "OUT": str(out)}
+    body = f'mount -t tmpfs -o size={size} tmpfs "$DISK" || exit 99\n{script}'
+    done = subprocess.run(["unshare", "-rm", "sh", "-c", body], env=env, timeout=600)
+    if done.returncode == 99:
+        pytest.skip("a tmpfs cannot be mounted in a namespace here")
+    return out

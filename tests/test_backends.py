@@ -237,7 +237,7 @@ def test_batched_backend_answers_everything_waiting_in_one_call() -> None:
 
     from selfinstruct.backends.base import BatchedBackend, Completion
 
-    release = threading.Event()
+    release, taken = threading.Event(), threading.Event()
     calls: list[int] = []
 
     class Slow(BatchedBackend):
@@ -245,13 +245,14 @@ def test_batched_backend_answers_everything_waiting_in_one_call() -> None:
 
         def _generate_batch(self, prompts, params):  # type: ignore[no-untyped-def]
             calls.append(len(prompts))
+            taken.set()
             release.wait(5)
             return [Completion(text=f"{p}!") for p in prompts]
 
     backend = Slow()
     params = SamplingParams()
     first = backend.submit("0", "a", params)  # taken alone; blocks the worker
-    time.sleep(0.2)
+    assert taken.wait(5)  # the worker holds it
     rest = [backend.submit(str(k), f"p{k}", params) for k in range(5)]
     release.set()
     assert first.result(5).text == "a!" and [f.result(5).text for f in rest] == [
@@ -268,7 +269,7 @@ def test_a_cancelled_queued_request_is_skipped_and_the_worker_survives() -> None
 
     from selfinstruct.backends.base import BatchedBackend, Completion
 
-    release = threading.Event()
+    release, taken = threading.Event(), threading.Event()
     seen: list[str] = []
 
     class Slow(BatchedBackend):
@@ -276,13 +277,14 @@ def test_a_cancelled_queued_request_is_skipped_and_the_worker_survives() -> None
 
         def _generate_batch(self, prompts, params):  # type: ignore[no-untyped-def]
             seen.extend(prompts)
+            taken.set()
             release.wait(5)
             return [Completion(text=f"{p}!") for p in prompts]
 
     backend = Slow()
     params = SamplingParams()
     first = backend.submit("0", "a", params)  # blocks the worker
-    time.sleep(0.2)
+    assert taken.wait(5)  # the worker holds it
     dropped = backend.submit("1", "b", params)
     kept = backend.submit("2", "c", params)
     assert dropped.cancel()  # still queued, so a caller that stops may cancel it

@@ -3,16 +3,15 @@ and nothing written half-way."""
 
 from __future__ import annotations
 
-import errno
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import on_a_small_disk
 from typer.testing import CliRunner
 
 from selfinstruct.cli import app
-from selfinstruct.store import RunStore
 
 runner = CliRunner()
 GOOD = '{"instruction": "Explain why the sky looks blue at noon."}\n'
@@ -73,7 +72,7 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
         assert result.exit_code == 2 and message in result.output, result.output
 
 
-def test_unwritable_output_and_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unwritable_output(tmp_path: Path) -> None:
     src = tmp_path / "in.jsonl"
     src.write_text(GOOD)
     blocker = tmp_path / "a-file"
@@ -81,24 +80,24 @@ def test_unwritable_output_and_full_disk(tmp_path: Path, monkeypatch: pytest.Mon
     result = filter_cli(src, blocker / "out")
     assert result.exit_code == 2 and "cannot create the output directory" in result.output
 
-    real_open = Path.open
 
-    def full_disk_open(self: Path, *args: Any, **kwargs: Any) -> Any:
-        fh = real_open(self, *args, **kwargs)
-        if self.name.endswith(".tmp") and "w" in (args[0] if args else kwargs.get("mode", "r")):
+def test_filter_on_a_full_disk_leaves_no_partial_output(tmp_path: Path) -> None:
+    """A real file system with no space left (a tmpfs filled up), not a patched write."""
+    import sys
 
-            def no_space(*_: Any) -> None:
-                raise OSError(errno.ENOSPC, "No space left on device")
-
-            fh.writelines = no_space  # type: ignore[method-assign]
-        return fh
-
-    monkeypatch.setattr(Path, "open", full_disk_open)
-    result = filter_cli(src, tmp_path / "out")
-    assert result.exit_code == 2 and "No space left on device" in result.output
-    assert not list((tmp_path / "out").glob("*.jsonl")) and not list(
-        (tmp_path / "out").glob(".*.tmp")
+    src = tmp_path / "in.jsonl"
+    src.write_text(GOOD)
+    out = on_a_small_disk(
+        tmp_path,
+        "64k",
+        'cat /dev/zero > "$DISK/filler" 2>/dev/null\n'
+        f'{sys.executable} -m selfinstruct.cli filter {src} -o "$DISK/out" 2> "$OUT/err"\n'
+        'echo $? > "$OUT/code"; ls -A "$DISK/out" > "$OUT/left" 2>/dev/null\n',
     )
+    assert (out / "code").read_text().strip() == "2"
+    assert "No space left on device" in (out / "err").read_text()
+    left = (out / "left").read_text().split() if (out / "left").exists() else []
+    assert not [n for n in left if n.endswith((".jsonl", ".tmp"))], left
 
 
 def test_generate_input_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -118,14 +117,32 @@ def test_generate_input_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     result = runner.invoke(app, ["generate", "--dry-run", "--run-dir", str(blocker / "run")])
     assert result.exit_code == 2 and "cannot create the run directory" in result.output
 
-    def no_space(*args: Any, **kwargs: Any) -> None:
-        raise OSError(errno.ENOSPC, "No space left on device")
 
-    run_dir = tmp_path / "r3"
-    monkeypatch.setattr(RunStore, "commit", no_space)
-    result = runner.invoke(app, ["generate", "--dry-run", "--run-dir", str(run_dir), "-n", "9"])
-    assert result.exit_code == 2 and "No space left on device" in result.output
-    monkeypatch.undo()
-    result = runner.invoke(app, ["generate", "--dry-run", "--run-dir", str(run_dir), "-n", "9"])
-    assert result.exit_code == 0  # resumes cleanly once there is space
-    assert (run_dir / "tasks.jsonl").read_text().count("\n") >= 9
+def test_a_full_disk_stops_the_run_cleanly_and_it_resumes(tmp_path: Path) -> None:
+    """A real file system that runs out of space (a 64 KiB tmpfs), then grown to resume."""
+    import sys
+
+    run = f"{sys.executable} -m selfinstruct.cli generate --dry-run -q --run-dir $DISK/run -n 300"
+    out = on_a_small_disk(
+        tmp_path,
+        "64k",
+        f'{run} 2> "$OUT/full.err"; echo $? > "$OUT/full.code"\n'
+        'cp -r "$DISK/run" "$OUT/after-full"\n'
+        'mount -o remount,size=64m "$DISK"\n'
+        f'{run} 2> "$OUT/resumed.err"; echo $? > "$OUT/resumed.code"\n'
+        'cp -r "$DISK/run" "$OUT/resumed"\n',
+    )
+    assert (out / "full.code").read_text().strip() == "2"
+    error = (out / "full.err").read_text()
+    assert "No space left on device" in error and "run the same command again" in error
+    assert "Traceback" not in error
+    # What the last commit marker vouches for is whole; anything past it (a write the disk
+    # cut short) is what the next start repairs.
+    full = out / "after-full"
+    markers = [json.loads(x) for x in (full / "commits.jsonl").read_bytes().split(b"\n")[:-1]]
+    if markers:
+        for name, key in (("tasks.jsonl", "tasks_bytes"), ("rejected.jsonl", "rejected_bytes")):
+            kept = (full / name).read_bytes()[: markers[-1][key]]
+            assert all(json.loads(x) for x in kept.splitlines()), name
+    assert (out / "resumed.code").read_text().strip() == "0", (out / "resumed.err").read_text()
+    assert (out / "resumed" / "tasks.jsonl").read_text().count("\n") >= 300
