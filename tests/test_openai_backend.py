@@ -251,3 +251,38 @@ def test_every_server_dead_mid_run_is_exit_3_naming_each() -> None:
             client.generate(["c"], PARAMS)
         assert one.url in str(err.value) and two.url in str(err.value)
         client.close()
+
+
+def test_a_bug_of_ours_keeps_its_traceback_and_is_not_blamed_on_the_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only a reply that fails validation (not JSON, no choices, no text) is the server's
+    fault; an exception raised by our own code while asking reaches the caller as itself."""
+    from selfinstruct.backends import openai_compat
+
+    def broken(*args: object, **kwargs: object) -> dict:
+        raise ValueError("a bug in building the request")
+
+    with FakeOpenAI(lambda body, n: [("ok", "fine")]) as server:
+        client = backend(server, max_retries=3)
+        monkeypatch.setattr(openai_compat, "request_body", broken)
+        with pytest.raises(ValueError, match="a bug in building the request"):
+            client.generate(["x"], PARAMS)
+        assert client.stats().retries == 0 and not server.bodies
+
+
+def test_what_counts_as_a_malformed_reply() -> None:
+    from types import SimpleNamespace as NS
+
+    from selfinstruct.backends.openai_compat import MalformedReply, completion_of
+
+    good = NS(choices=[NS(text="hi", finish_reason="length")], usage=None)
+    assert completion_of(good, chat=False).text == "hi"
+    assert completion_of(good, chat=False).finish_reason == "length"
+    chat = NS(choices=[NS(message=NS(content=None), finish_reason="stop")], usage=None)
+    assert completion_of(chat, chat=True).text == ""  # a refusal with no content: empty text
+    for bad, as_chat in ((NS(choices=[]), False), (NS(choices=None), False),
+                         (NS(choices=[NS(message=None)]), True),
+                         (NS(choices=[NS(text=3)]), False)):  # fmt: skip
+        with pytest.raises(MalformedReply):
+            completion_of(bad, chat=as_chat)

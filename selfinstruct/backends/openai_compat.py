@@ -48,6 +48,7 @@ import time
 import typing
 from collections.abc import Collection, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -424,85 +425,94 @@ class OpenAIBackend:
     # -- one request ---------------------------------------------------------------------
 
     async def _one(self, prompt: Prompt, params: SamplingParams, priority: Any = ()) -> Completion:
-        openai, limit, stats = self._openai, self._limit, self._stats
+        """One request, retried with backoff until it is answered, or given up on when the
+        server is up and only this request keeps failing."""
+        limit = self._limit
         assert limit is not None  # made by _setup before any request
         began = time.monotonic()
         attempts = 0
         answered = False  # the server replied with an error: it is up, the request fails
         while True:
-            wait = 0.0
             async with limit.slot(priority):
-                server = await self._pick()
-                stats.requests += 1
-                sent = time.monotonic()
-                server.in_flight += 1
-                try:
-                    completion = await self._request(server, prompt, params)
-                except openai.APIStatusError as exc:
-                    status = exc.status_code
-                    if status in FATAL:
-                        fatal = FATAL[status].replace("${env}", self.options.api_key_env)
-                        raise BackendError(f"{fatal} [{server.url}]") from None
-                    refused = _refused_parameter(exc)
-                    if refused is not None:
-                        raise BackendError(self._refusal(server, refused, exc)) from None
-                    if status in FINAL:
-                        stats.failed += 1
-                        return Completion(
-                            text="",
-                            finish_reason="error",
-                            error=self._redact(f"HTTP {status}: {_error_text(exc)[:200]}"),
-                        )
-                    error = f"HTTP {status}: {_error_text(exc)[:300]}"
-                    if status in CONGESTED:
-                        self._last_error = self._redact(f"HTTP {status} from {server.url}")
-                        stats.rate_limited += status == 429
-                        await limit.congested(sent)
-                    else:
-                        answered = True
-                        server.server_error = self._redact(error)
-                        self._failed(server, error)
-                    wait = _retry_after(exc.response)
-                except openai.APITimeoutError:
-                    stats.timeouts += 1
-                    self._failed(server, f"no answer within {self.options.timeout:g} s")
-                    await limit.congested(sent)
-                except openai.APIConnectionError as exc:
-                    cause = exc.__cause__ or exc
-                    self._failed(server, f"{type(cause).__name__}: {cause}")
-                    self._probe_soon(server)  # refused or reset: is it still there?
-                except (
-                    openai.APIResponseValidationError,
-                    ValueError,
-                    KeyError,
-                    IndexError,
-                    TypeError,
-                ) as exc:
-                    self._failed(server, f"malformed response ({type(exc).__name__})")
-                    answered = True
-                else:
-                    self._last_ok = time.monotonic()
-                    server.failures = 0
-                    if self._last_ok - sent > self.options.timeout / 2:
-                        await limit.congested(sent)  # answered, but after a long queue
-                    else:
-                        await limit.succeeded()
-                    return completion
-                finally:
-                    server.in_flight -= 1
+                outcome = await self._attempt(prompt, params)
+            if outcome.completion is not None:
+                return outcome.completion
+            answered |= outcome.answered
             attempts += 1
             self._check_outage()
             others_ok = self._last_ok is not None and self._last_ok > began
             if attempts > self.options.max_retries and (answered or others_ok):
                 # The server is up (it answers, or others succeed) and this request keeps
                 # failing: the request is the problem, not the server.
-                stats.failed += 1
+                self._stats.failed += 1
                 return Completion(
                     text="", finish_reason="error", error=self._redact(self._last_error)
                 )
-            stats.retries += 1
+            self._stats.retries += 1
             backoff = min(self.backoff_cap, self.backoff_base * 2 ** min(attempts - 1, 10))
-            await asyncio.sleep(max(wait, backoff * (0.5 + random.random() / 2)))
+            await asyncio.sleep(max(outcome.wait, backoff * (0.5 + random.random() / 2)))
+
+    async def _attempt(self, prompt: Prompt, params: SamplingParams) -> _Attempt:
+        """Ask once, on the least busy server, and say what came of it: a completion (a final
+        error included), or a retry after `wait` s. Errors the user must act on raise."""
+        openai, limit = self._openai, self._limit
+        assert limit is not None
+        server = await self._pick()
+        self._stats.requests += 1
+        sent = time.monotonic()
+        server.in_flight += 1
+        try:
+            completion = await self._request(server, prompt, params)
+        except openai.APIStatusError as exc:
+            return await self._status_error(server, exc, sent)
+        except openai.APITimeoutError:
+            self._stats.timeouts += 1
+            self._failed(server, f"no answer within {self.options.timeout:g} s")
+            await limit.congested(sent)
+            return _Attempt()
+        except openai.APIConnectionError as exc:
+            cause = exc.__cause__ or exc
+            self._failed(server, f"{type(cause).__name__}: {cause}")
+            self._probe_soon(server)  # refused or reset: is it still there?
+            return _Attempt()
+        except (openai.APIResponseValidationError, MalformedReply) as exc:
+            self._failed(server, f"malformed response ({exc})")
+            return _Attempt(answered=True)
+        finally:
+            server.in_flight -= 1
+        self._last_ok = time.monotonic()
+        server.failures = 0
+        if self._last_ok - sent > self.options.timeout / 2:
+            await limit.congested(sent)  # answered, but after a long queue
+        else:
+            await limit.succeeded()
+        return _Attempt(completion=completion)
+
+    async def _status_error(self, server: _Server, exc: Any, sent: float) -> _Attempt:
+        """An HTTP error: fatal (stops the run), final (this request fails), or retried."""
+        assert self._limit is not None
+        status = exc.status_code
+        if status in FATAL:
+            fatal = FATAL[status].replace("${env}", self.options.api_key_env)
+            raise BackendError(f"{fatal} [{server.url}]") from None
+        refused = _refused_parameter(exc)
+        if refused is not None:
+            raise BackendError(self._refusal(server, refused, exc)) from None
+        if status in FINAL:
+            self._stats.failed += 1
+            error = self._redact(f"HTTP {status}: {_error_text(exc)[:200]}")
+            return _Attempt(completion=Completion(text="", finish_reason="error", error=error))
+        error = f"HTTP {status}: {_error_text(exc)[:300]}"
+        answered = False
+        if status in CONGESTED:
+            self._last_error = self._redact(f"HTTP {status} from {server.url}")
+            self._stats.rate_limited += status == 429
+            await self._limit.congested(sent)
+        else:
+            answered = True
+            server.server_error = self._redact(error)
+            self._failed(server, error)
+        return _Attempt(wait=_retry_after(exc.response), answered=answered)
 
     def _check_outage(self) -> None:
         now = time.monotonic()
@@ -540,22 +550,14 @@ class OpenAIBackend:
 
     async def _request(self, server: _Server, prompt: Prompt, params: SamplingParams) -> Completion:
         body = request_body(self.model, self.chat, prompt, params, server.omit or ())
-        if self.chat:
-            response = await server.client.chat.completions.create(**body)
-            choice = response.choices[0]
-            text = choice.message.content or ""
-        else:
-            response = await server.client.completions.create(**body)
-            choice = response.choices[0]
-            text = choice.text or ""
-        usage = Usage()
-        if response.usage is not None:
-            usage = Usage(
-                prompt_tokens=response.usage.prompt_tokens or 0,
-                completion_tokens=response.usage.completion_tokens or 0,
-            )
-        finish = "length" if choice.finish_reason == "length" else "stop"
-        return Completion(text=text, finish_reason=finish, usage=usage)
+        create = (
+            server.client.chat.completions.create if self.chat else server.client.completions.create
+        )
+        try:
+            response = await create(**body)
+        except json.JSONDecodeError as exc:  # the client parses the body it got
+            raise MalformedReply(f"not JSON: {exc}") from exc
+        return completion_of(response, self.chat)
 
     def _redact(self, text: str) -> str:
         # Servers and proxies sometimes echo request headers in error bodies.
@@ -580,6 +582,39 @@ class OpenAIBackend:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+
+
+class MalformedReply(Exception):
+    """A reply that came back (HTTP 200) but is not a completion: not JSON, no choices, no
+    text. The server's fault, retried like one; any other exception is a bug of ours and keeps
+    its traceback."""
+
+
+@dataclass
+class _Attempt:
+    completion: Completion | None = None  # None: ask again
+    wait: float = 0.0  # at least this long first (the server's Retry-After)
+    answered: bool = False  # the server replied, so it is up even though the request failed
+
+
+def completion_of(response: Any, chat: bool) -> Completion:
+    """The completion in a parsed reply, or MalformedReply saying what is missing."""
+    choices = getattr(response, "choices", None)
+    if not choices:
+        raise MalformedReply("no choices")
+    choice = choices[0]
+    holder = getattr(choice, "message", None) if chat else choice
+    text = getattr(holder, "content" if chat else "text", None)
+    if holder is None or not isinstance(text, (str, type(None))):
+        raise MalformedReply("no text in the first choice")
+    usage = Usage()
+    if getattr(response, "usage", None) is not None:
+        usage = Usage(
+            prompt_tokens=response.usage.prompt_tokens or 0,
+            completion_tokens=response.usage.completion_tokens or 0,
+        )
+    finish = "length" if getattr(choice, "finish_reason", None) == "length" else "stop"
+    return Completion(text=text or "", finish_reason=finish, usage=usage)
 
 
 def _settle(future: Future[Completion], task: asyncio.Task[Completion]) -> None:
