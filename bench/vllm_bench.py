@@ -113,7 +113,7 @@ def replay_requests(run_dir: Path) -> list[dict[str, Any]]:
     send = generator.dispatch.send
 
     def recording(request: Request) -> None:
-        if request.id in generator.store.journal:  # answered; not those cut off at the end
+        if request.key in generator.store.journal:  # answered; not those cut off at the end
             seen.append({"prompt": request.prompt, "params": request.params.model_dump()})
         send(request)
 

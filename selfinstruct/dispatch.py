@@ -26,44 +26,54 @@ from selfinstruct.accounting import cost_usd, prompt_sha
 from selfinstruct.backends.base import Backend, Completion, Prompt
 from selfinstruct.config import GenerateConfig, SamplingParams
 from selfinstruct.errors import SelfInstructError
+from selfinstruct.keys import RequestKey
+from selfinstruct.stages.base import Ask
 from selfinstruct.store import JournalEntry, RunStore
 
 
 @dataclass(frozen=True)
 class Request:
-    id: str  # deterministic: "<prompt>:<stage>[:<candidate>]"
-    stage: str
-    prompt: Prompt
-    params: SamplingParams
-    slot: int  # the instruction prompt it belongs to
+    key: RequestKey
+    ask: Ask
     priority: tuple[int, int]  # lower first
-    # What the request is about, journaled with it so a journal can be parsed again on its own.
-    instruction: str | None = None
-    classification: bool | None = None
-    about: Any = None  # the loop's own handle (a candidate), returned with the answer
-    # A structured reply's validator: an invalid reply is asked again (`retry`), up to
-    # --structured-retries times, before the loop sees the last one.
-    check: Callable[[str], bool] | None = None
-    attempt: int = 0
+    about: Any = None  # the loop's own handle (a slot or a candidate), returned with the answer
+    # With --structured: an invalid reply is asked again (`retry`), up to --structured-retries
+    # times, before the loop sees the last one.
+    structured: bool = False
+
+    @property
+    def id(self) -> str:
+        return self.key.text
+
+    @property
+    def stage(self) -> str:
+        return self.key.stage
+
+    @property
+    def prompt(self) -> Prompt:
+        return self.ask.prompt
+
+    @property
+    def params(self) -> SamplingParams:
+        return self.ask.params
+
+    @property
+    def check(self) -> Callable[[str], bool] | None:
+        return self.ask.check if self.structured else None
 
     def retry(self, cut_off: bool) -> Request:
-        """The same request asked again, under its own journal id: a reply cut off at the
-        token limit with twice the tokens, another sampled anew (greedy would repeat it)."""
+        """The same request asked again, under its own key: a reply cut off at the token limit
+        with twice the tokens, another sampled anew (greedy would repeat it)."""
         params = self.params
         if cut_off:
             update: dict[str, Any] = {"max_tokens": params.max_tokens * 2}
         else:
             update = {
                 "temperature": max(params.temperature, 0.7),
-                "seed": (params.seed or 0) + self.attempt + 1,
+                "seed": (params.seed or 0) + self.key.retry + 1,
             }
-        base = self.id.split(":retry", 1)[0]
-        return dataclasses.replace(
-            self,
-            id=f"{base}:retry{self.attempt + 1}",
-            params=params.model_copy(update=update),
-            attempt=self.attempt + 1,
-        )
+        ask = dataclasses.replace(self.ask, params=params.model_copy(update=update))
+        return dataclasses.replace(self, key=self.key.retried(), ask=ask)
 
 
 class Dispatcher:
@@ -109,7 +119,7 @@ class Dispatcher:
 
     def send(self, request: Request) -> None:
         """Answer from the journal, or hold the request for the backend."""
-        entry = self.store.journal.get(request.id)
+        entry = self.store.journal.get(request.key)
         if entry is not None:
             if entry.prompt_sha is not None and entry.prompt_sha != prompt_sha(request.prompt):
                 raise SelfInstructError(
@@ -147,8 +157,8 @@ class Dispatcher:
             self.in_flight[future] = request
             future.add_done_callback(self._arrived.put)
             self.sent += 1
-            self.reasked += request.id in self.store.unanswered
-            asked.append(request.id)
+            self.reasked += request.key in self.store.unanswered
+            asked.append(request.key)
         self.store.record_asked(asked)
 
     # -- back --------------------------------------------------------------------------
@@ -174,12 +184,13 @@ class Dispatcher:
         if completion.finish_reason == "error" and completion.retryable:
             self.send(request)  # nothing learned about the request: ask again
             return
-        if request.id in self.store.unanswered:
+        if request.key in self.store.unanswered:
             usage = completion.usage
             self.reasked_tokens += usage.prompt_tokens + usage.completion_tokens
         self.store.record_response(
             JournalEntry(
                 id=request.id,
+                key=request.key,
                 stage=request.stage,
                 text=completion.text,
                 finish_reason=completion.finish_reason,
@@ -187,8 +198,8 @@ class Dispatcher:
                 completion_tokens=completion.usage.completion_tokens,
                 error=completion.error,
                 prompt_sha=prompt_sha(request.prompt),
-                instruction=request.instruction,
-                classification=request.classification,
+                instruction=request.ask.instruction,
+                classification=request.ask.classification,
             )
         )
         self.ready.append((request, completion))
@@ -219,7 +230,7 @@ class Dispatcher:
             if (
                 request.check is not None
                 and completion.finish_reason != "error"
-                and request.attempt < self.cfg.structured_retries
+                and request.key.retry < self.cfg.structured_retries
                 and not request.check(completion.text)
             ):
                 self.send(request.retry(cut_off=completion.finish_reason == "length"))

@@ -27,21 +27,22 @@ import hashlib
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
-from selfinstruct import __version__
-from selfinstruct.backends.base import Backend, BackendStats, Completion, Prompt
-from selfinstruct.config import GenerateConfig, SamplingParams
-from selfinstruct.coverage import ParseCoverage, Reading
+from selfinstruct import __version__, stages
+from selfinstruct.backends.base import Backend, BackendStats, Completion
+from selfinstruct.config import GenerateConfig
+from selfinstruct.coverage import ParseCoverage
 from selfinstruct.dispatch import Dispatcher, Request
 from selfinstruct.errors import SelfInstructError
+from selfinstruct.keys import RequestKey
 from selfinstruct.prompts import Demonstrations
 from selfinstruct.records import Rejected, Task, read_tasks
 from selfinstruct.rules import RuleFilter
 from selfinstruct.similarity import RougeLIndex
-from selfinstruct.stages import classification, instances, instructions, load_templates
+from selfinstruct.stages import Ask, Candidate, Slot, StageContext, load_templates
 from selfinstruct.stats import Table1, table1
 from selfinstruct.store import RunStore
 from selfinstruct.tokens import document_frequencies
@@ -96,31 +97,6 @@ class Progress:
     backend: BackendStats
 
 
-@dataclass
-class _Candidate:
-    prompt: int
-    index: int
-    found: instructions.Candidate
-    is_classification: bool | None = None
-    task: Task | None = None
-    rejected: list[Rejected] = field(default_factory=list)
-    readings: list[Reading] = field(default_factory=list)
-    decided: bool = False
-
-
-@dataclass
-class _Slot:
-    """One instruction prompt and everything that follows from it, until it is committed."""
-
-    prompt: int
-    shown: int  # instructions the prompt lists; the model continues at shown + 1
-    completion: Completion | None = None
-    processed: bool = False
-    rejected: list[Rejected] = field(default_factory=list)
-    reading: Reading | None = None
-    candidates: list[_Candidate] = field(default_factory=list)
-
-
 class Generator:
     """Runs the loop for one config against one backend and run directory."""
 
@@ -133,27 +109,35 @@ class Generator:
         self.cfg = cfg
         self.backend = backend
         self.on_progress = on_progress
-        self.templates = load_templates(cfg.prompts_dir)
         self.seeds = read_tasks(cfg.seed_tasks)
         self.seed_sha256 = hashlib.sha256(cfg.seed_tasks.read_bytes()).hexdigest()
         if not self.seeds:
             raise SelfInstructError(f"{cfg.seed_tasks}: no seed tasks; give a file with tasks")
-        self.rules = RuleFilter(cfg.rules)
         self.store = RunStore(cfg.run_dir)
         self.dispatch = Dispatcher(cfg, backend, self.store, cfg.run_dir)
         self.chat = backend.chat
         if cfg.structured:
             _check_structured(backend)
-        # Few-shot examples for the classification and instance stages come from the seeds.
-        self.demos = Demonstrations(self.seeds, cfg.demonstrations, cfg.seed, cfg.tokenizer)
         texts = [t.instruction for t in self.seeds]
-        self.index = RougeLIndex(
+        index = RougeLIndex(
             cfg.threshold, cfg.tokenizer, document_frequencies(texts, cfg.tokenizer)
         )
         for text in texts:
-            self.index.add(text)
+            index.add(text)
+        self.ctx = StageContext(
+            options=cfg,
+            templates=load_templates(cfg.prompts_dir),
+            # Few-shot examples for the later stages come from the seeds.
+            demos=Demonstrations(self.seeds, cfg.demonstrations, cfg.seed, cfg.tokenizer),
+            seeds=self.seeds,
+            rules=RuleFilter(cfg.rules),
+            index=index,
+            chat=backend.chat,
+            model=backend.model,
+        )
+        self._step = {stage.name: step for step, stage in enumerate(stages.THEN)}
         # The pipeline's state: slots by prompt number, and three cursors over them.
-        self.slots: dict[int, _Slot] = {}
+        self.slots: dict[int, Slot] = {}
         self.next_prompt = 0  # the next instruction prompt to issue
         self.next_process = 0  # the next instruction response to parse and filter
         self.next_commit = 0  # the next prompt whose results are written
@@ -167,30 +151,13 @@ class Generator:
         self.message = ""
         self.window = cfg.window or cfg.default_window()  # a resumed run keeps its own
 
-    # -- sending -----------------------------------------------------------------------
+    # -- asking: each stage builds its request; instruction prompts go first -------------
 
-    def _send(
-        self,
-        rid: str,
-        stage: str,
-        prompt: Prompt,
-        params: SamplingParams,
-        slot: int,
-        instruction: str | None = None,
-        classification: bool | None = None,
-        about: _Candidate | None = None,
-        check: Callable[[str], bool] | None = None,
-    ) -> None:
+    def _send(self, key: RequestKey, ask: Ask, about: Slot | Candidate) -> None:
         # Instruction prompts first (each unlocks a dozen requests; the window bounds how far
         # ahead they run), then the oldest prompt's requests, which the next commit waits for.
-        priority = (int(stage != instructions.NAME), slot)
-        request = Request(
-            rid, stage, prompt, params, slot, priority, instruction, classification, about,
-            check if self.cfg.structured else None,
-        )  # fmt: skip
-        self.dispatch.send(request)
-
-    # -- stage 1: instruction prompts ------------------------------------------------------
+        priority = (int(key.stage != stages.FIRST.name), key.prompt)
+        self.dispatch.send(Request(key, ask, priority, about, self.cfg.structured))
 
     def _may_issue(self) -> bool:
         cfg, k = self.cfg, self.next_prompt
@@ -206,115 +173,37 @@ class Generator:
         expected = len(self.accepted) + expected_from(self.slots.values(), per_prompt)
         return expected < cfg.target_tasks + per_prompt
 
-    def _issue_instruction(self, k: int) -> None:
-        cfg = self.cfg
-        classification_only = instructions.classification_prompt(k, cfg.classification_prompts)
+    def _issue(self, k: int) -> None:
         visible = self.pool_after[k - self.window] if k - self.window >= 0 else 0
-        examples = instructions.choose_examples(
-            cfg, k, self.accepted[:visible], self.seeds, self.demos.classification,
-            classification_only,
-        )  # fmt: skip
-        prompt = instructions.render(
-            self.templates, examples, self.chat, cfg.max_new_per_prompt, classification_only,
-            structured=cfg.structured,
-        )  # fmt: skip
-        params = instructions.sampling(cfg, self.chat, len(examples), k)
-        self.slots[k] = _Slot(prompt=k, shown=len(examples))
-        self._send(
-            f"{k}:{instructions.NAME}", instructions.NAME, prompt, params, k,
-            check=instructions.reply_is_valid,
-        )  # fmt: skip
+        slot = stages.FIRST.slot(k, self.accepted[:visible], self.ctx)
+        self.slots[k] = slot
+        self._send(slot.key(stages.FIRST.name), stages.FIRST.ask(slot, self.ctx), slot)
 
-    def _process(self, slot: _Slot) -> None:
-        """Parse an instruction list, filter it, and send its candidates on: in prompt order."""
+    def _process(self, slot: Slot) -> None:
+        """Read an instruction list and send its candidates on: in prompt order, since the
+        first stage's novelty filter adds to the pool."""
         assert slot.completion is not None
-        k = slot.prompt
-        slot.processed = True
-        found, slot.rejected, slot.reading = instructions.read(
-            slot.completion,
-            shown=slot.shown,
-            chat=self.chat,
-            cfg=self.cfg,
-            rules=self.rules,
-            index=self.index,
-            request_id=f"{k}:{instructions.NAME}",
-        )
-        for index, item in enumerate(found):
-            candidate = _Candidate(k, index, item)
-            slot.candidates.append(candidate)
-            shown = self.demos.for_classification(
-                item.instruction, self.cfg.classification_examples
-            )
-            structured = self.cfg.structured
-            prompt = classification.render(
-                self.templates, shown, item.instruction, self.chat, structured=structured
-            )
-            self._send(
-                f"{k}:{classification.NAME}:{index}", classification.NAME, prompt,
-                classification.sampling(self.chat, structured=structured), k,
-                instruction=item.instruction, about=candidate, check=classification.reply_is_valid,
-            )  # fmt: skip
+        stages.FIRST.read(slot, slot.completion, slot.key(stages.FIRST.name), self.ctx)
+        for candidate in slot.candidates:
+            self._ask(candidate, 0)
 
-    # -- stages 3 and 4: classification, then instances ---------------------------------
-
-    def _on_classification(self, candidate: _Candidate, completion: Completion, rid: str) -> None:
-        text = candidate.found.instruction
-        answer, failed, reading = classification.read(
-            completion, text, rid, structured=self.cfg.structured
-        )
-        candidate.readings += [reading] if reading else []
-        if failed is not None:
-            candidate.decided = True
-            candidate.rejected.append(failed)
-            return
-        candidate.is_classification = answer
-        shown = self.demos.for_instances(text, bool(answer), self.cfg.instance_examples)
-        labelled = bool(answer)
-        prompt = instances.render(
-            self.templates, shown, text, labelled, self.chat, structured=self.cfg.structured
-        )
-        self._send(
-            f"{candidate.prompt}:{instances.NAME}:{candidate.index}", instances.NAME, prompt,
-            instances.sampling(self.cfg, self.chat, labelled), candidate.prompt,
-            instruction=text, classification=answer, about=candidate,
-            check=lambda reply: instances.reply_is_valid(reply, labelled),
-        )  # fmt: skip
-
-    def _on_instances(self, candidate: _Candidate, completion: Completion, rid: str) -> None:
-        found = candidate.found
-        kept, rejected, reading = instances.read(
-            completion,
-            instruction=found.instruction,
-            classification=bool(candidate.is_classification),
-            max_instances=self.cfg.max_instances,
-            request_id=rid,
-            structured=self.cfg.structured,
-        )
-        candidate.readings += [reading] if reading else []
-        candidate.decided = True
-        candidate.rejected.extend(rejected)
-        if kept is None:
-            return
-        candidate.task = Task(
-            id=f"machine_{candidate.prompt}_{candidate.index}",
-            instruction=found.instruction,
-            instances=kept,
-            is_classification=candidate.is_classification,
-            source="machine",
-            round=candidate.prompt,
-            request_id=f"{candidate.prompt}:{instructions.NAME}",
-            most_similar=found.most_similar,
-            avg_similarity_score=found.avg_similarity,
-            model=self.backend.model,
-        )
+    def _ask(self, candidate: Candidate, step: int) -> None:
+        stage = stages.THEN[step]
+        self._send(candidate.key(stage.name), stage.ask(candidate, self.ctx), candidate)
 
     def _handle(self, request: Request, completion: Completion) -> None:
-        if request.stage == instructions.NAME:
-            self.slots[request.slot].completion = completion
-        elif request.stage == classification.NAME:
-            self._on_classification(request.about, completion, request.id)
+        """An answer, in any order: an instruction list waits for its turn (`_process`); a
+        candidate's answer is read at once and the candidate goes on, or is decided."""
+        if isinstance(request.about, Slot):
+            request.about.completion = completion
+            return
+        candidate: Candidate = request.about
+        step = self._step[request.stage]
+        goes_on = stages.THEN[step].read(candidate, completion, request.key, self.ctx)
+        if goes_on and step + 1 < len(stages.THEN):
+            self._ask(candidate, step + 1)
         else:
-            self._on_instances(request.about, completion, request.id)
+            candidate.decided = True
 
     # -- committing, in prompt order ---------------------------------------------------
 
@@ -425,7 +314,7 @@ class Generator:
             self._commit_ready()
             moved |= self.next_commit > before
             while self._may_issue():
-                self._issue_instruction(self.next_prompt)
+                self._issue(self.next_prompt)
                 self.next_prompt += 1
                 moved = True
 
@@ -474,7 +363,7 @@ def recent_yield(pool_after: list[int], window: int) -> float:
     return (pool_after[-1] - before) / span
 
 
-def expected_from(slots: Iterable[_Slot], per_prompt: float) -> float:
+def expected_from(slots: Iterable[Slot], per_prompt: float) -> float:
     """Tasks the uncommitted prompts will likely still give (to stop issuing in time),
     `per_prompt` for each prompt whose list is not filtered yet."""
     slots = list(slots)

@@ -27,10 +27,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, model_validator
 
 from selfinstruct.atomic import write_json_atomic
 from selfinstruct.errors import RunLockedError, SelfInstructError
+from selfinstruct.keys import RequestKey
 from selfinstruct.records import Rejected, Task, dump_line
 from selfinstruct.rundir import RunDir
 
@@ -51,7 +52,8 @@ class CommitMarker(BaseModel):
 
 
 class JournalEntry(BaseModel):
-    id: str
+    id: str  # the key's text form, for people and for journals older than `key`
+    key: RequestKey | None = None  # structured; filled from `id` in older journals
     stage: str
     text: str
     finish_reason: str
@@ -63,6 +65,12 @@ class JournalEntry(BaseModel):
     # a parser fix): the instruction, and for instance requests whether it was classification.
     instruction: str | None = None
     classification: bool | None = None
+
+    @model_validator(mode="after")
+    def _keyed(self) -> JournalEntry:
+        if self.key is None:
+            self.key = RequestKey.parse(self.id)
+        return self
 
 
 # File descriptors of the locks this process holds. A forked child shares each flock with its
@@ -221,14 +229,14 @@ class RunStore:
         self.usage_path = files.usage
         self._lock_fh: Any = None
         self._files: dict[str, Any] = {}
-        self.journal: dict[str, JournalEntry] = {}
+        self.journal: dict[RequestKey, JournalEntry] = {}
         # Running totals of the journal's usage: budgets are checked before every batch.
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.commits: list[CommitMarker] = []
         # Asked by an earlier process and never answered into the journal: in flight when it
         # stopped, so asked (and paid) again now.
-        self.unanswered: set[str] = set()
+        self.unanswered: set[RequestKey] = set()
 
     # -- opening ------------------------------------------------------------------------
 
@@ -259,12 +267,13 @@ class RunStore:
         self._truncate(self.rejected_path, last.rejected_bytes if last else 0)
         entries, size = _read_jsonl_prefix(self.journal_path)
         self._truncate(self.journal_path, size)
-        self.journal = {e["id"]: JournalEntry.model_validate(e) for e in entries}
+        loaded = (JournalEntry.model_validate(e) for e in entries)
+        self.journal = {e.key: e for e in loaded if e.key is not None}
         self.prompt_tokens = sum(e.prompt_tokens for e in self.journal.values())
         self.completion_tokens = sum(e.completion_tokens for e in self.journal.values())
         asked, size = _read_jsonl_prefix(self.files.asked)
         self._truncate(self.files.asked, size)
-        self.unanswered = {a["id"] for a in asked} - set(self.journal)
+        self.unanswered = {RequestKey.parse(a["id"]) for a in asked} - set(self.journal)
         for name, path in (
             ("tasks", self.tasks_path),
             ("rejected", self.rejected_path),
@@ -324,15 +333,15 @@ class RunStore:
         fh = self._files["journal"]
         fh.write(entry.model_dump_json(exclude_none=True) + "\n")
         fh.flush()
-        self.journal[entry.id] = entry
+        self.journal[entry.key or RequestKey.parse(entry.id)] = entry
         self.prompt_tokens += entry.prompt_tokens
         self.completion_tokens += entry.completion_tokens
 
-    def record_asked(self, ids: list[str]) -> None:
+    def record_asked(self, keys: list[RequestKey]) -> None:
         """Note requests as they go to the backend (flushed, not synced: a count, not data)."""
-        if ids:
+        if keys:
             fh = self._files["asked"]
-            fh.write("".join(f'{{"id": {json.dumps(i)}}}\n' for i in ids))
+            fh.write("".join(f'{{"id": "{k.text}"}}\n' for k in keys))
             fh.flush()
 
     def commit(self, results: list[tuple[int, list[Task], list[Rejected]]]) -> None:

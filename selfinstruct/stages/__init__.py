@@ -12,6 +12,13 @@ from pathlib import Path
 
 from selfinstruct.prompts import Templates
 from selfinstruct.stages import classification, instances, instructions
+from selfinstruct.stages.base import Ask, Candidate, Slot, Stage, StageContext
+
+# The loop's stages, in order: the first makes candidates from an instruction prompt, each later
+# one takes a candidate on or decides it. A new stage is its module and one entry here.
+FIRST = instructions.STAGE
+THEN: tuple[Stage[Candidate], ...] = (classification.STAGE, instances.STAGE)
+STAGES = (FIRST, *THEN)
 
 TEMPLATES = instructions.TEMPLATES + classification.TEMPLATES + instances.TEMPLATES
 
@@ -21,4 +28,18 @@ def load_templates(directory: Path | None = None) -> Templates:
     return Templates.load(TEMPLATES, directory)
 
 
-__all__ = ["TEMPLATES", "classification", "instances", "instructions", "load_templates"]
+__all__ = [
+    "FIRST",
+    "STAGES",
+    "TEMPLATES",
+    "THEN",
+    "Ask",
+    "Candidate",
+    "Slot",
+    "Stage",
+    "StageContext",
+    "classification",
+    "instances",
+    "instructions",
+    "load_templates",
+]

@@ -16,8 +16,10 @@ from pydantic import BaseModel
 from selfinstruct.backends.base import Completion, Prompt
 from selfinstruct.config import SamplingParams
 from selfinstruct.coverage import Reading
+from selfinstruct.keys import RequestKey
 from selfinstruct.prompts import Templates
 from selfinstruct.records import Rejected, Task
+from selfinstruct.stages.base import Ask, Candidate, StageContext
 from selfinstruct.stages.text import json_schema, one_line, read_json, with_json_hint
 
 NAME = "classification"
@@ -149,3 +151,33 @@ def read(
         answer = parse(completion.text)
         unread = () if answer is not None else ("no_yes_or_no",)
     return bool(answer), None, Reading(NAME, int(answer is not None), unread)
+
+
+class ClassificationStage:
+    """Stage 3 for the loop: is the candidate a classification task? An unread answer is
+    "no" (the paper's rule); a failed request drops the candidate."""
+
+    name = NAME
+
+    def ask(self, candidate: Candidate, ctx: StageContext) -> Ask:
+        text = candidate.found.instruction
+        shown = ctx.demos.for_classification(text, ctx.options.classification_examples)
+        prompt = render(ctx.templates, shown, text, ctx.chat, structured=ctx.structured)
+        params = sampling(ctx.chat, structured=ctx.structured)
+        return Ask(prompt, params, reply_is_valid, instruction=text)
+
+    def read(
+        self, candidate: Candidate, completion: Completion, key: RequestKey, ctx: StageContext
+    ) -> bool:
+        answer, failed, reading = read(
+            completion, candidate.found.instruction, key.text, structured=ctx.structured
+        )
+        candidate.readings += [reading] if reading else []
+        if failed is not None:
+            candidate.rejected.append(failed)
+            return False
+        candidate.is_classification = answer
+        return True
+
+
+STAGE = ClassificationStage()

@@ -31,8 +31,10 @@ from pydantic import BaseModel
 from selfinstruct.backends.base import Completion, Prompt
 from selfinstruct.config import GenerateConfig, SamplingParams
 from selfinstruct.coverage import Reading
+from selfinstruct.keys import RequestKey
 from selfinstruct.prompts import Templates
 from selfinstruct.records import Instance, Rejected, Task
+from selfinstruct.stages.base import Ask, Candidate, StageContext
 from selfinstruct.stages.text import (
     clean_input,
     json_schema,
@@ -700,3 +702,54 @@ def read(
         for reason, inst in verdict.dropped
     ]
     return verdict.kept, rejected, reading
+
+
+class InstanceStage:
+    """Stage 4 for the loop: the candidate's instances (output-first for classification), and
+    with valid ones, the task."""
+
+    name = NAME
+
+    def ask(self, candidate: Candidate, ctx: StageContext) -> Ask:
+        text, labelled = candidate.found.instruction, bool(candidate.is_classification)
+        shown = ctx.demos.for_instances(text, labelled, ctx.options.instance_examples)
+        prompt = render(ctx.templates, shown, text, labelled, ctx.chat, structured=ctx.structured)
+        return Ask(
+            prompt,
+            sampling(ctx.options, ctx.chat, labelled),
+            lambda reply: reply_is_valid(reply, labelled),
+            instruction=text,
+            classification=candidate.is_classification,
+        )
+
+    def read(
+        self, candidate: Candidate, completion: Completion, key: RequestKey, ctx: StageContext
+    ) -> bool:
+        found = candidate.found
+        kept, rejected, reading = read(
+            completion,
+            instruction=found.instruction,
+            classification=bool(candidate.is_classification),
+            max_instances=ctx.options.max_instances,
+            request_id=key.text,
+            structured=ctx.structured,
+        )
+        candidate.readings += [reading] if reading else []
+        candidate.rejected.extend(rejected)
+        if kept is not None:
+            candidate.task = Task(
+                id=f"machine_{candidate.prompt}_{candidate.index}",
+                instruction=found.instruction,
+                instances=kept,
+                is_classification=candidate.is_classification,
+                source="machine",
+                round=candidate.prompt,
+                request_id=candidate.source.text,
+                most_similar=found.most_similar,
+                avg_similarity_score=found.avg_similarity,
+                model=ctx.model,
+            )
+        return kept is not None
+
+
+STAGE = InstanceStage()

@@ -28,10 +28,12 @@ from pydantic import BaseModel
 from selfinstruct.backends.base import Completion, Prompt
 from selfinstruct.config import GenerateConfig, SamplingParams
 from selfinstruct.coverage import Reading
+from selfinstruct.keys import RequestKey
 from selfinstruct.prompts import Templates
 from selfinstruct.records import Rejected, Task
 from selfinstruct.rules import RuleFilter
 from selfinstruct.similarity import RougeLIndex
+from selfinstruct.stages.base import Ask, Candidate, Found, Slot, StageContext
 from selfinstruct.stages.text import json_schema, one_line, read_json, unmark, with_json_hint
 
 NAME = "instructions"
@@ -398,15 +400,6 @@ def parse(
 # -- checks: the rules, then novelty against the pool ---------------------------------------
 
 
-@dataclass
-class Candidate:
-    """A new instruction that passed the rules and was novel enough to join the pool."""
-
-    instruction: str
-    most_similar: dict[str, float]  # the ten most similar pool instructions, with ROUGE-L
-    avg_similarity: float | None
-
-
 def read(
     completion: Completion,
     *,
@@ -416,7 +409,7 @@ def read(
     rules: RuleFilter,
     index: RougeLIndex,
     request_id: str,
-) -> tuple[list[Candidate], list[Rejected], Reading | None]:
+) -> tuple[list[Found], list[Rejected], Reading | None]:
     """The candidates of one instruction list, every item dropped on the way, and how much of
     the completion the parser read (None: the request failed). Each candidate is added to
     `index`, so the next list is compared with it (call in prompt order)."""
@@ -458,10 +451,53 @@ def read(
         # Provenance against the pool as it was (the text itself was added last).
         scores = index.scores(text)[:-1]
         candidates.append(
-            Candidate(
+            Found(
                 instruction=text,
                 most_similar={m.text: m.score for m in index.top_matches(scores, 10)},
                 avg_similarity=float(scores.mean()) if len(scores) else None,
             )
         )
     return candidates, rejected, reading
+
+
+class InstructionStage:
+    """Stage 1 for the loop: an instruction prompt in, its candidates out (in prompt order)."""
+
+    name = NAME
+
+    def slot(self, number: int, pool: list[Task], ctx: StageContext) -> Slot:
+        """Instruction prompt `number`, showing machine tasks from `pool` (those it may see)."""
+        only = classification_prompt(number, ctx.options.classification_prompts)
+        examples = choose_examples(
+            ctx.options, number, pool, ctx.seeds, ctx.demos.classification, only
+        )
+        return Slot(prompt=number, examples=examples, classification_only=only)
+
+    def ask(self, slot: Slot, ctx: StageContext) -> Ask:
+        prompt = render(
+            ctx.templates,
+            slot.examples,
+            ctx.chat,
+            ctx.options.max_new_per_prompt,
+            slot.classification_only,
+            structured=ctx.structured,
+        )
+        params = sampling(ctx.options, ctx.chat, slot.shown, slot.prompt)
+        return Ask(prompt, params, reply_is_valid)
+
+    def read(self, slot: Slot, completion: Completion, key: RequestKey, ctx: StageContext) -> bool:
+        found, slot.rejected, slot.reading = read(
+            completion,
+            shown=slot.shown,
+            chat=ctx.chat,
+            cfg=ctx.options,
+            rules=ctx.rules,
+            index=ctx.index,
+            request_id=key.text,
+        )
+        slot.candidates = [Candidate(slot.prompt, i, item, key) for i, item in enumerate(found)]
+        slot.processed = True
+        return True
+
+
+STAGE = InstructionStage()
