@@ -16,6 +16,7 @@ import yaml
 
 from selfinstruct import __version__
 from selfinstruct.config import ExportConfig
+from selfinstruct.manifest import RunManifest
 from selfinstruct.records import Task, read_tasks
 from selfinstruct.rundir import FilterDir, JobDir, RunDir
 from selfinstruct.stats import table1, table1_markdown
@@ -38,14 +39,14 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def provenance(source: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+def provenance(source: Path) -> tuple[RunManifest | None, dict[str, Any]]:
     """The generate manifest and the filter summary behind `source`, where there are any: a run
     directory, a file inside one, or a job's filter/kept.jsonl beside its generate/ folder."""
     folder = source if source.is_dir() else source.parent
-    manifest: dict[str, Any] = {}
+    manifest = None
     for candidate in (RunDir(folder).manifest, JobDir(folder.parent).generate.manifest):
-        manifest = _read_json(candidate)
-        if manifest:
+        manifest = RunManifest.read(candidate)
+        if manifest is not None:
             break
     summary = _read_json(FilterDir(folder).summary) if not source.is_dir() else {}
     return manifest, summary
@@ -79,9 +80,9 @@ def render_card(
             {"config_name": "default", "data_files": [{"split": "train", "path": data_path(cfg)}]}
         ],
     }
-    generated = bool(manifest)
-    config = manifest.get("config", {})
-    counts = manifest.get("counts", {})
+    generated = manifest is not None
+    run = manifest or RunManifest()
+    config = run.config
     lines = [
         "---",
         yaml.safe_dump(header, sort_keys=False, allow_unicode=True).rstrip(),
@@ -104,13 +105,13 @@ def render_card(
         "",
     ]
     if generated:
-        model, backend = manifest.get("model", "?"), manifest.get("backend", "?")
+        model, backend = run.model, run.backend
         lines += [
             f"- generator: `{model}` through the `{backend}` "
-            f"backend ({'chat' if manifest.get('chat') else 'completion'} prompts), "
-            f"selfinstruct {manifest.get('package_version', '?')}",
+            f"backend ({'chat' if run.chat else 'completion'} prompts), "
+            f"selfinstruct {run.package_version}",
             f"- seed tasks: `{Path(str(config.get('seed_tasks', '?'))).name}`, "
-            f"sha256 `{manifest.get('seed_file_sha256', '?')}`",
+            f"sha256 `{run.seed_file_sha256}`",
             f"- instruction sampling: `{_settings(config.get('instruction_sampling', {}))}`",
             f"- instance sampling: `{_settings(config.get('instance_sampling', {}))}`",
             f"- novelty: ROUGE-L threshold {config.get('threshold', '?')} "
@@ -119,7 +120,7 @@ def render_card(
             f"{len(config.get('rules', {}).get('keywords', []))} blocked keywords",
             f"- demonstrations: {config.get('demonstrations', '?')}; classification prompts: "
             f"{config.get('classification_prompts', '?')}",
-            f"- run status: {manifest.get('status', '?')}; requests: {counts.get('requests', '?')}",
+            f"- run status: {run.status}; requests: {run.counts.requests}",
         ]
         if "gemma" in str(model).lower():
             # The Gemma terms count a model trained on Gemma's outputs "to perform similarly to
@@ -135,16 +136,12 @@ def render_card(
         lines.append(
             f"- not a selfinstruct run: exported from `{cfg.source.name}`, generator unknown"
         )
-    rejected = counts.get("rejected", {})
-    if rejected or counts.get("instances_dropped"):
+    tally = run.counts.dropped()
+    if tally.by_stage:
         lines += ["", "### What was dropped", "", "| what | reason | count |", "|---|---|---:|"]
+        lines += [f"| instruction or task | {k} | {v:,} |" for k, v in tally.tasks.items()]
         lines += [
-            f"| instruction or task | {k} | {v:,} |"
-            for k, v in sorted(rejected.items(), key=_by_count)
-        ]
-        lines += [
-            f"| one instance of a kept task | {k} | {v:,} |"
-            for k, v in sorted(counts.get("instances_dropped", {}).items(), key=_by_count)
+            f"| one instance of a kept task | {k} | {v:,} |" for k, v in tally.instances.items()
         ]
     if filter_summary:
         kept, dropped_rows = filter_summary.get("kept", "?"), filter_summary.get("dropped", {})
@@ -191,7 +188,7 @@ def _filters_claim(generated: bool, filter_summary: dict[str, Any]) -> str:
 
 def _quality_lines(source: Path) -> list[str]:
     """The run's Table 2 (review and audit), when someone has labelled its tasks."""
-    from selfinstruct.stats import QUALITY_NOTE, quality_figures
+    from selfinstruct.table2 import QUALITY_NOTE, quality_figures
 
     if not (source.is_dir() and RunDir(source).tasks.exists()):
         return []
@@ -211,10 +208,6 @@ def _quality_lines(source: Path) -> list[str]:
             f"(left out here) and corrected {figures.edited} (written here as corrected).",
         ]
     return lines
-
-
-def _by_count(item: tuple[str, int]) -> tuple[int, str]:
-    return (-item[1], item[0])
 
 
 def _settings(values: dict[str, Any], skip: tuple[str, ...] = ()) -> str:

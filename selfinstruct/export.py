@@ -27,6 +27,7 @@ from selfinstruct.atomic import write_text_atomic
 from selfinstruct.card import MARKER, card_path, render_card
 from selfinstruct.config import ExportConfig
 from selfinstruct.errors import InputError, SelfInstructError
+from selfinstruct.manifest import RunManifest
 from selfinstruct.quality import apply_review, read_review
 from selfinstruct.records import Task, read_tasks, write_jsonl
 from selfinstruct.rundir import RunDir
@@ -157,10 +158,9 @@ def prompt_completion_row(example: Example, system: str | None = None) -> dict[s
 
 def _seed_tasks(cfg: ExportConfig) -> list[Task]:
     path = cfg.seed_tasks
-    if path is None and cfg.source.is_dir() and RunDir(cfg.source).manifest.exists():
-        manifest = json.loads(RunDir(cfg.source).manifest.read_text(encoding="utf-8"))
-        found = manifest.get("config", {}).get("seed_tasks")
-        path = Path(found) if found else None
+    if path is None and cfg.source.is_dir():
+        manifest = RunManifest.read(RunDir(cfg.source).manifest)
+        path = manifest.seed_tasks if manifest is not None else None
     if path is None:
         raise SelfInstructError(
             f"{cfg.source}: include_seeds needs the seed file; pass --seed-tasks PATH"

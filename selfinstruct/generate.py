@@ -38,6 +38,7 @@ from selfinstruct.coverage import ParseCoverage
 from selfinstruct.dispatch import Dispatcher, Request
 from selfinstruct.errors import SelfInstructError
 from selfinstruct.keys import RequestKey
+from selfinstruct.manifest import RejectTally, RunCounts, RunManifest
 from selfinstruct.prompts import Demonstrations
 from selfinstruct.records import Rejected, Task, read_tasks
 from selfinstruct.rules import RuleFilter
@@ -143,8 +144,7 @@ class Generator:
         self.next_commit = 0  # the next prompt whose results are written
         self.accepted: list[Task] = []
         self.pool_after: list[int] = []  # len(accepted) after each committed prompt
-        self.rejected = Counter[str]()
-        self.instance_drops = Counter[str]()
+        self.tally = RejectTally()  # what committed prompts dropped, by stage and reason
         self.coverage = ParseCoverage()  # of committed prompts, so a resumed run counts alike
         self.streak = 0  # committed prompts in a row that accepted nothing
         self.status: str | None = None
@@ -230,8 +230,7 @@ class Generator:
                 batch.append((slot.prompt, tasks, rejected))
             self.accepted.extend(tasks)
             self.pool_after.append(len(self.accepted))
-            self.rejected.update(r.reason for r in rejected if r.stage != "instance")
-            self.instance_drops.update(r.reason for r in rejected if r.stage == "instance")
+            self.tally.add(rejected)
             readings = [slot.reading] + [r for c in slot.candidates for r in c.readings]
             for reading in readings:
                 if reading is not None:
@@ -248,7 +247,8 @@ class Generator:
             self.status = DONE
             self.message = f"reached the target of {cfg.target_tasks} tasks"
         elif self.streak >= cfg.no_progress_prompts:
-            common = ", ".join(f"{k} ({v})" for k, v in self.rejected.most_common(3))
+            top = list(self.tally.tasks.items())[:3]
+            common = ", ".join(f"{k} ({v})" for k, v in top)
             self.status = STALLED
             self.message = (
                 f"{self.streak} instruction prompts in a row gave no task; most rejected: "
@@ -322,7 +322,7 @@ class Generator:
         manifest = self.store.manifest()
         if manifest is None:
             return
-        before = manifest.get("resume_key", {})
+        before = manifest.resume_key
         if self.cfg.window is None and isinstance(before.get("window"), int):
             # The default window follows the concurrency, which may change on resume; the
             # window itself decides which tasks a prompt shows, so the run keeps its own.
@@ -398,30 +398,28 @@ def write_manifest(gen: Generator, status: str, message: str = "") -> None:
             "model": gen.backend.model,
         }
     )
-    gen.store.write_manifest(
-        {
-            "status": status,
-            "message": message,
-            "package_version": __version__,
-            "backend": gen.backend.name,
-            "model": gen.backend.model,
-            "chat": gen.chat,
-            "seed_file_sha256": gen.seed_sha256,
-            "config": gen.cfg.model_copy(update={"window": gen.window}).model_dump(mode="json"),
-            "resume_key": gen.cfg.resume_key(window=gen.window),
-            "counts": {
-                "accepted": len(gen.accepted),
-                "prompts": gen.next_commit,
-                "rejected": dict(gen.rejected),
-                "instances_dropped": dict(gen.instance_drops),
-                "parse_coverage": gen.coverage.model_dump(),
-                "requests": requests,
-                "reasked_requests": gen.dispatch.reasked,
-                "reasked_tokens": gen.dispatch.reasked_tokens,
-            },
-            "table1": table1(gen.accepted).model_dump(),
-        }
+    manifest = RunManifest(
+        status=status,
+        message=message,
+        package_version=__version__,
+        backend=gen.backend.name,
+        model=gen.backend.model,
+        chat=gen.chat,
+        seed_file_sha256=gen.seed_sha256,
+        config=gen.cfg.model_copy(update={"window": gen.window}).model_dump(mode="json"),
+        resume_key=gen.cfg.resume_key(window=gen.window),
+        counts=RunCounts(
+            accepted=len(gen.accepted),
+            prompts=gen.next_commit,
+            tally=gen.tally,
+            parse_coverage=gen.coverage,
+            requests=requests,
+            reasked_requests=gen.dispatch.reasked,
+            reasked_tokens=gen.dispatch.reasked_tokens,
+        ),
+        table1=table1(gen.accepted),
     )
+    gen.store.write_manifest(manifest)
 
 
 def report_progress(gen: Generator, started: float) -> None:
@@ -435,7 +433,7 @@ def report_progress(gen: Generator, started: float) -> None:
             prompts=gen.next_commit,
             requests=requests,
             tokens=prompt + completion,
-            rejected=gen.rejected,
+            rejected=Counter(gen.tally.tasks),
             started=started,
             backend=gen.backend.stats(),
         )
@@ -455,8 +453,8 @@ def summarize(gen: Generator, started: float) -> GenerateSummary:
         prompt_tokens=prompt,
         completion_tokens=completion,
         cost_usd=gen.dispatch.cost(),
-        rejected=dict(gen.rejected),
-        instances_dropped=dict(gen.instance_drops),
+        rejected=gen.tally.tasks,
+        instances_dropped=gen.tally.instances,
         parse_coverage=gen.coverage,
         table1=table1(gen.accepted),
         backend=gen.backend.stats(),

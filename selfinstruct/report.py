@@ -21,9 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from selfinstruct.coverage import ParseCoverage
 from selfinstruct.errors import SelfInstructError
 from selfinstruct.eval_report import evals_section
+from selfinstruct.manifest import PARSE, RejectTally, RunManifest
 from selfinstruct.records import Rejected, Task, read_tasks
 from selfinstruct.rundir import RunDir
 from selfinstruct.similarity import RougeLIndex
@@ -40,11 +40,11 @@ class ReportResult(BaseModel):
     images: list[str]
 
 
-def _load(run: Path) -> tuple[list[Task], list[Rejected], dict[str, Any], dict[str, Any]]:
+def _load(run: Path) -> tuple[list[Task], list[Rejected], RunManifest, dict[str, Any]]:
     store = RunStore(run)  # read-only use: no lock needed to read whole lines
     usage_path = store.usage_path
     usage = json.loads(usage_path.read_text()) if usage_path.exists() else {}
-    return store.tasks(), store.rejected(), store.manifest() or {}, usage
+    return store.tasks(), store.rejected(), store.manifest() or RunManifest(), usage
 
 
 def _figure_png(fig: Any) -> bytes:
@@ -76,8 +76,8 @@ def build_report(
         ) from None
     gen = generate_dir(run)
     tasks, rejected, manifest, usage = _load(gen)
-    seed_path = seeds or Path(manifest.get("config", {}).get("seed_tasks", ""))
-    if not seed_path or not Path(seed_path).exists():
+    seed_path = seeds or manifest.seed_tasks
+    if seed_path is None or not seed_path.exists():
         raise SelfInstructError(f"{gen}: cannot find the seed tasks of this run; pass --seeds")
     seed_texts = [t.instruction for t in read_tasks(seed_path)]
     out = output_dir or RunDir(run).report
@@ -87,10 +87,14 @@ def build_report(
     # Funnel: every instruction parsed from a completion ends in one of these places.
     # Instance-level drops (stage "instance") belong to tasks that were kept; they are listed
     # apart, under the Table 1 section.
-    reasons = Counter(r.reason for r in rejected if r.stage not in {"parse", "instance"})
+    tally = manifest.counts.tally
+    if not tally.by_stage:  # a manifest from before the run kept its tally
+        tally = RejectTally()
+        tally.add(rejected)
+    reasons = tally.after_parsing
     generated = len(tasks) + sum(reasons.values())
-    labels = ["generated", *[f"dropped: {k}" for k, _ in reasons.most_common()], "accepted"]
-    values = [generated, *[v for _, v in reasons.most_common()], len(tasks)]
+    labels = ["generated", *[f"dropped: {k}" for k in reasons], "accepted"]
+    values = [generated, *reasons.values(), len(tasks)]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(labels) + 1))
     colors = ["#4c72b0"] + ["#c44e52"] * len(reasons) + ["#55a868"]
     ax.barh(labels[::-1], values[::-1], color=colors[::-1])
@@ -169,7 +173,7 @@ def build_report(
         path.write_bytes(data)
         paths.append(str(path))
     html_path = out / "report.html"
-    page = _html(gen, manifest, usage, tasks, rejected, images, generated)
+    page = _html(gen, manifest, tally, usage, tasks, rejected, images, generated)
     html_path.write_text(
         page.replace("<!--quality-->", quality_section(gen, tasks)).replace("<!--evals-->", evals),
         encoding="utf-8",
@@ -179,7 +183,7 @@ def build_report(
 
 def quality_section(gen: Path, tasks: list[Task]) -> str:
     """The paper's Table 2 beside this run's human review and LLM-judge audit."""
-    from selfinstruct.stats import QUALITY_NOTE, quality_figures
+    from selfinstruct.table2 import QUALITY_NOTE, quality_figures
 
     esc = html.escape
     figures = quality_figures(gen, {t.id for t in tasks})
@@ -207,15 +211,14 @@ def quality_section(gen: Path, tasks: list[Task]) -> str:
     )
 
 
-def _coverage_section(manifest: dict[str, Any]) -> str:
+def _coverage_section(manifest: RunManifest) -> str:
     """How much of each stage's completions the parsers read: a new model whose format is not
     understood shows here first."""
     esc = html.escape
-    counts = manifest.get("counts", {}).get("parse_coverage")
-    if counts is None:
+    coverage = manifest.counts.parse_coverage
+    if coverage is None:
         body = "<p>Not recorded: this run was written by an older selfinstruct.</p>"
     else:
-        coverage = ParseCoverage.model_validate(counts)
         rows = "".join(
             f"<tr><th>{esc(name)}</th><td>{c.fully:,}</td><td>{c.partly:,}</td>"
             f"<td>{c.not_read:,}</td><td>{esc(c.reasons_text())}</td></tr>"
@@ -239,7 +242,8 @@ def _img(name: str, data: bytes) -> str:
 
 def _html(
     run: Path,
-    manifest: dict[str, Any],
+    manifest: RunManifest,
+    tally: RejectTally,
     usage: dict[str, Any],
     tasks: list[Task],
     rejected: list[Rejected],
@@ -263,7 +267,7 @@ def _html(
     usage_rows = "".join(
         f"<tr><th>{esc(k)}</th><td>{esc(str(v))}</td></tr>"
         for k, v in [
-            ("backend / model", f"{manifest.get('backend', '?')} / {usage.get('model', '?')}"),
+            ("backend / model", f"{manifest.backend} / {usage.get('model', '?')}"),
             ("requests", usage.get("requests", "?")),
             ("prompt tokens", usage.get("prompt_tokens", "?")),
             ("completion tokens", usage.get("completion_tokens", "?")),
@@ -274,14 +278,13 @@ def _html(
         ]
     )
     n_cls = sum(bool(t.is_classification) for t in tasks)
-    parse_drops = sum(r.stage == "parse" for r in rejected)
+    parse_drops = tally.total(PARSE)
     stats_rows = "".join(
         f"<tr><th>{esc(label)}</th><td>{esc(ours)}</td><td>{esc(paper)}</td></tr>"
         for label, ours, paper in table1_rows(table1(tasks))
     )
     coverage = _coverage_section(manifest)
-    instance_drops = Counter(r.reason for r in rejected if r.stage == "instance")
-    drop_text = ", ".join(f"{esc(k)} {v}" for k, v in instance_drops.most_common()) or "none"
+    drop_text = ", ".join(f"{esc(k)} {v}" for k, v in tally.instances.items()) or "none"
     section = lambda key, title, text: (  # noqa: E731 - a local template, read once
         f'<section id="{key}"><h2>{title}</h2><p>{text}</p>{_img(key, images[key])}</section>'
     )
@@ -295,7 +298,7 @@ td, th {{ border: 1px solid #ddd; padding: .3em .5em; vertical-align: top; text-
 img {{ max-width: 100%; }} .kpi {{ display: flex; gap: 2em; }} .kpi div {{ font-size: 1.3em; }}
 </style></head><body>
 <h1>selfinstruct report</h1>
-<p>Run <code>{esc(str(run))}</code>, status <b>{esc(str(manifest.get("status", "?")))}</b>.</p>
+<p>Run <code>{esc(str(run))}</code>, status <b>{esc(manifest.status)}</b>.</p>
 <div class="kpi"><div><b>{len(tasks):,}</b> accepted</div><div><b>{generated:,}</b> generated</div>
 <div><b>{len(rejected):,}</b> rejected rows</div><div><b>{n_cls:,}</b> classification</div></div>
 <section id="table1"><h2>Table 1: the data at a glance</h2>

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ValidationError, model_validator
 from selfinstruct.atomic import write_json_atomic
 from selfinstruct.errors import RunLockedError, SelfInstructError
 from selfinstruct.keys import RequestKey
+from selfinstruct.manifest import RunManifest
 from selfinstruct.records import Rejected, Task, dump_line
 from selfinstruct.rundir import RunDir
 
@@ -321,10 +322,8 @@ class RunStore:
         records, _ = _read_jsonl_prefix(self.rejected_path)
         return [Rejected.model_validate(r) for r in records]
 
-    def manifest(self) -> dict[str, Any] | None:
-        if not self.manifest_path.exists():
-            return None
-        return json.loads(self.manifest_path.read_text(encoding="utf-8"))
+    def manifest(self) -> RunManifest | None:
+        return RunManifest.read(self.manifest_path)
 
     # -- writing ------------------------------------------------------------------------
 
@@ -372,8 +371,8 @@ class RunStore:
         os.fsync(fh.fileno())
         self.commits.extend(markers)
 
-    def write_manifest(self, data: dict[str, Any]) -> None:
-        write_json_atomic(self.manifest_path, data)
+    def write_manifest(self, manifest: RunManifest) -> None:
+        write_json_atomic(self.manifest_path, manifest.dump())
 
     def write_usage(self, data: dict[str, Any]) -> None:
         write_json_atomic(self.usage_path, data)

@@ -327,3 +327,27 @@ def test_a_limited_backend_gets_requests_in_priority_order_and_a_few_at_a_time(
     # (only requests created after it, by an answer that arrived meanwhile).
     inversions = sum(1 for a, b in itertools.pairwise(limited.order) if b < a)
     assert inversions < len(limited.order) // 4
+
+
+def test_the_manifest_is_one_model_and_its_tally_is_the_run_s(tmp_path: Path) -> None:
+    """manifest.json is written and read through RunManifest; what was dropped is counted by
+    stage and reason as prompts commit, and equals rejected.jsonl record for record."""
+    from collections import Counter
+
+    from selfinstruct.manifest import RunManifest
+    from selfinstruct.records import Rejected
+
+    run_dir = tmp_path / "run"
+    run_generate(GenerateConfig(run_dir=run_dir, backend="scripted", target_tasks=30, window=2))
+    manifest = RunManifest.read(run_dir / "manifest.json")
+    assert manifest is not None and manifest.status == "done" and manifest.counts.accepted >= 30
+    rows = [Rejected.model_validate_json(x) for x in (run_dir / "rejected.jsonl").open()]
+    counted = Counter((r.stage, r.reason) for r in rows)
+    tallied = Counter(
+        {(stage, reason): n for stage, by in manifest.counts.tally.by_stage.items()
+         for reason, n in by.items()}
+    )  # fmt: skip
+    assert tallied == counted and sum(counted.values()) > 0
+    raw = json.loads((run_dir / "manifest.json").read_text())
+    assert raw["counts"]["rejected"] == manifest.counts.tally.tasks  # derived, for JSON readers
+    assert RunManifest.model_validate(raw).model_dump() == manifest.model_dump()
