@@ -24,7 +24,7 @@ def job_file(tmp_path: Path, name: str = "job.yaml", **extra: str) -> Path:
     text = (
         f"run_dir: {tmp_path / 'run'}\n"
         "generate:\n  backend: scripted\n  target_tasks: 30\n  window: 3\n"
-        "  api_key_env: ${KEY_NAME}\n"
+        "  model: ${KEY_NAME}\n"
         "filter:\n  threshold: 0.6\n"
         "export:\n  format: messages\n"
     )
@@ -57,7 +57,7 @@ def test_finished_job_is_a_no_op_and_a_changed_job_is_refused(tmp_path: Path) ->
     assert again.returncode == 0 and "nothing to do" in again.stdout
     # ${KEY_NAME} is kept as written; no expanded value or secret lands in any file.
     saved = json.loads((tmp_path / "run" / "job.json").read_text())
-    assert saved["job_file"]["generate"]["api_key_env"] == "${KEY_NAME}"
+    assert saved["job_file"]["generate"]["model"] == "${KEY_NAME}"
     for file in (tmp_path / "run").rglob("*"):
         if file.is_file():
             assert CANARY not in file.read_text(errors="replace")

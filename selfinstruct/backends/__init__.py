@@ -1,19 +1,20 @@
 """Model backends: one small interface, batch in and batch out (see base.Backend).
 
-Each backend takes its own options model whole (`selfinstruct/config/backends.py`), so an
-option's default lives in one place; `BackendOptions` holds them all, and `GenerateConfig` is
-one.
+Backends are found by name in a registry (`registry.py`): the built-in ones and any that an
+installed package declares with an entry point. Each declares its own options model and gets only
+those options, so an option's default lives in one place (`selfinstruct/config/backends.py` for
+the built-in ones).
 """
 
 from __future__ import annotations
 
-import importlib.util
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from selfinstruct.backends.base import Backend, BackendError
-from selfinstruct.config import BackendOptions
-from selfinstruct.rundir import RunDir
+from selfinstruct.backends.registry import options_for, spec
+from selfinstruct.config import Options
 
 if TYPE_CHECKING:
     from selfinstruct.config import GenerateConfig
@@ -24,45 +25,28 @@ def open_backend(
     model: str | None = None,
     *,
     chat: bool | None = None,
-    options: BackendOptions | None = None,
+    options: Options | None = None,
     run_dir: Path | None = None,
+    given: Iterable[str] = (),
+    extra: dict[str, Any] | None = None,
 ) -> Backend:
-    """A backend of `kind`; heavy libraries are imported only here. Close it after use."""
-    options = options or BackendOptions()
-    if kind == "scripted":
-        from selfinstruct.backends.scripted import ScriptedBackend
-
-        return ScriptedBackend(chat=bool(chat))
-    engine = options.local_engine
-    if kind == "local" and engine == "auto":
-        engine = "vllm" if importlib.util.find_spec("vllm") else "transformers"
-    if kind == "local" and engine == "transformers":
-        from selfinstruct.backends.local import LocalBackend
-
-        return LocalBackend(model, options, chat=chat)
-    if kind in ("local", "vllm"):
-        from selfinstruct.backends.vllm_offline import VLLMBackend
-
-        return VLLMBackend(model, options, chat=bool(chat))
-    if kind == "openai":
-        from selfinstruct.backends.openai_compat import OpenAIBackend
-
-        if not model:
-            raise BackendError("the openai backend needs --model (the name the server serves)")
-        return OpenAIBackend(model, options, chat=chat is not False)
-    if kind == "openai-batch":
-        from selfinstruct.backends.openai_batch import OpenAIBatchBackend
-
-        if not model or run_dir is None:
-            raise BackendError("the openai-batch backend needs --model and a run directory")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        return OpenAIBatchBackend(model, options, RunDir(run_dir).batches, chat=chat is not False)
-    raise BackendError(f"unknown backend {kind!r}")
+    """A backend of `kind` with its own options taken from `options`; heavy libraries are
+    imported only here. Close it after use."""
+    chosen = spec(kind)
+    return chosen.open(model, options_for(kind, options, given, extra), chat, run_dir)  # type: ignore[no-any-return]
 
 
 def make_backend(cfg: GenerateConfig) -> Backend:
-    """The backend a generate config asks for."""
-    return open_backend(cfg.backend, cfg.model, chat=cfg.chat, options=cfg, run_dir=cfg.run_dir)
+    """The backend a generate config asks for, refusing options it would ignore."""
+    return open_backend(
+        cfg.backend,
+        cfg.model,
+        chat=cfg.chat,
+        options=cfg,
+        run_dir=cfg.run_dir,
+        given=cfg.model_fields_set,
+        extra=cfg.backend_options(),
+    )
 
 
 __all__ = ["Backend", "BackendError", "make_backend", "open_backend"]

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 from selfinstruct.backends.base import (
+    Backend,
     BackendError,
     BatchedBackend,
     Completion,
@@ -144,3 +146,19 @@ def _auto_dtype(device: str) -> DType:
 def _cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     cut = min((text.find(s) for s in stops if s and s in text), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def open_local(
+    model: str | None, options: LocalOptions, chat: bool | None, run_dir: Path | None
+) -> Backend:
+    """The local backend: vLLM where it is installed (or asked for), else transformers."""
+    import importlib.util
+
+    engine = options.local_engine
+    if engine == "auto":
+        engine = "vllm" if importlib.util.find_spec("vllm") else "transformers"
+    if engine == "vllm":
+        from selfinstruct.backends.vllm_offline import VLLMBackend
+
+        return VLLMBackend(model, options, chat=bool(chat))
+    return LocalBackend(model, options, chat=chat)

@@ -50,7 +50,9 @@ class OpenAIBatchBackend:
     ) -> None:
         openai, self._key, urls = connect(options)
         # The Batch API lives on one server (the first URL).
-        self._client = openai.OpenAI(base_url=urls[0], api_key=self._key, max_retries=5)
+        self._client = openai.OpenAI(
+            base_url=urls[0], api_key=self._key, max_retries=options.max_retries
+        )
         self._errors = openai
         self.model = model
         self.chat = chat
@@ -252,3 +254,15 @@ class OpenAIBatchBackend:
         self._stop.set()
         self._worker.join(timeout=10)
         self._client.close()
+
+
+def open_batch(
+    model: str | None, options: OpenAIBatchOptions, chat: bool | None, run_dir: Path | None
+) -> OpenAIBatchBackend:
+    from selfinstruct.rundir import RunDir
+
+    assert model is not None  # the registry asks for it first
+    if run_dir is None:
+        raise BackendError("the openai-batch backend needs a run directory for its batches")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return OpenAIBatchBackend(model, options, RunDir(run_dir).batches, chat=chat is not False)

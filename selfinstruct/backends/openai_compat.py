@@ -50,6 +50,7 @@ from collections.abc import Collection, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from selfinstruct.backends.base import (
@@ -669,3 +670,10 @@ def _refused_parameter(exc: Any) -> str | None:
         return None
     name = match.group(1) or match.group(2)
     return name if name in OMITTABLE or name in {"max_tokens", "n"} else None
+
+
+def open_openai(
+    model: str | None, options: OpenAIOptions, chat: bool | None, run_dir: Path | None
+) -> OpenAIBackend:
+    assert model is not None  # the registry asks for it first
+    return OpenAIBackend(model, options, chat=chat is not False)

@@ -13,9 +13,11 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 from selfinstruct.backends.base import BackendStats, Completion, Prompt, SamplingParams, Usage
+from selfinstruct.config import Options
 
 Reply = str | Completion
 Rule = Callable[[str], Reply | None]
@@ -239,3 +241,9 @@ class ScriptedBackend:
 
     def close(self) -> None:
         pass
+
+
+def open_scripted(
+    model: str | None, options: Options, chat: bool | None, run_dir: Path | None
+) -> ScriptedBackend:
+    return ScriptedBackend(chat=bool(chat))

@@ -27,6 +27,7 @@ import queue
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 from selfinstruct.backends.base import (
@@ -300,3 +301,9 @@ def _completion(output: Any) -> Completion:
             completion_tokens=len(first.token_ids or []),
         ),
     )
+
+
+def open_vllm(
+    model: str | None, options: VLLMOptions, chat: bool | None, run_dir: Path | None
+) -> VLLMBackend:
+    return VLLMBackend(model, options, chat=bool(chat))

