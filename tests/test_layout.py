@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from conftest import REPO
@@ -168,3 +169,19 @@ def test_no_default_is_written_twice() -> None:
         if default_a == default_b and help_a == help_b
     ]
     assert copies == []
+
+
+def test_the_architecture_map_names_every_module_and_only_those() -> None:
+    """docs/architecture.md lists the package's rooms: every module of the package is on the
+    map, and every module the map names exists."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    block = text.split("```\nselfinstruct/", 1)[1].split("```", 1)[0]
+    named = set(re.findall(r"\b([a-z_0-9]+\.py)\b", block))
+    modules = {p.name for p in (REPO / "selfinstruct").rglob("*.py")}
+    missing = sorted(modules - named - {"__init__.py"})
+    assert not missing, f"modules not on the map: {missing}"
+    assert not sorted(named - modules), f"on the map but not in the package: {named - modules}"
+    folders = {
+        p.name for p in (REPO / "selfinstruct").iterdir() if p.is_dir() and p.name != "__pycache__"
+    }
+    assert all(f"{folder}/" in block for folder in folders), folders
