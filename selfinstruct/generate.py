@@ -17,8 +17,10 @@ pool as committed up to prompt k - window. So the results do not depend on which
 arrived first.
 
 Every response is journaled the moment it arrives. A killed run, started again with the same
-command, runs the same computation from the start, answering from the journal what it can:
-nothing is lost, nothing is asked twice, and the files come out equal to an uninterrupted run's.
+command, runs the same computation from the start, answering from the journal what it can: no
+answer that arrived is lost or asked again, and the files come out equal to an uninterrupted
+run's. Requests in flight at the kill never answered, so they are asked again; the summary counts
+them (what the kill cost).
 """
 
 from __future__ import annotations
