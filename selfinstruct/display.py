@@ -33,6 +33,8 @@ def backend_line(stats: Any) -> str:
             parts.append(f"{name} {value}")
     if stats.down:
         parts.append(f"down: {' '.join(stats.down)}")
+    if stats.pace:
+        parts.append(f"rate limit: {stats.pace}")
     if stats.batches:
         parts.append(f"batches {stats.batches} (largest {stats.largest_batch})")
     return ", ".join(parts)

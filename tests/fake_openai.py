@@ -11,7 +11,8 @@ from typing import Any
 
 from selfinstruct.backends.scripted import canned_reply
 
-# An action: ("ok", text) | ("ok", text, finish_reason) | ("status", code, {headers})
+# An action: ("ok", text) | ("ok", text, finish_reason) | ("ok", text, finish_reason, {headers})
+# | ("status", code, {headers})
 # | ("sleep", seconds) then continue with the next action | ("malformed",) | ("empty",)
 # | ("reset",)
 Action = tuple[Any, ...]
@@ -195,7 +196,9 @@ class FakeOpenAI:
                         {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
                     ],
                 }
-            self._send(handler, 200, json.dumps(data).encode())
+            self._send(
+                handler, 200, json.dumps(data).encode(), action[3] if len(action) > 3 else {}
+            )
             return
 
     @staticmethod

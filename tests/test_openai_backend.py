@@ -286,3 +286,96 @@ def test_what_counts_as_a_malformed_reply() -> None:
                          (NS(choices=[NS(text=3)]), False)):  # fmt: skip
         with pytest.raises(MalformedReply):
             completion_of(bad, chat=as_chat)
+
+
+class FixedWindowLimit:
+    """A provider's limit, enforced: at most `rpm` requests and `tpm` tokens (prompt characters
+    / 4 + max_tokens, as the client estimates) per window of `window` s (a minute, shortened),
+    stated in x-ratelimit headers on every answer; over it, 429 with Retry-After."""
+
+    def __init__(self, rpm: int, tpm: int, window: float) -> None:
+        import threading
+
+        self.rpm, self.tpm, self.window = rpm, tpm, window
+        self.lock = threading.Lock()
+        self.start = 0.0
+        self.requests = self.tokens = 0
+        self.refused: list[int] = []
+
+    def __call__(self, body: dict, n: int) -> list:
+        from fake_openai import prompt_text
+
+        tokens = len(prompt_text(body)) // 4 + 1 + body.get("max_tokens", 0)
+        with self.lock:
+            now = time.monotonic()
+            if now >= self.start + self.window:
+                self.start, self.requests, self.tokens = now, 0, 0
+            reset = f"{self.start + self.window - now:.3f}s"
+            over = self.requests + 1 > self.rpm or self.tokens + tokens > self.tpm
+            if not over:
+                self.requests += 1
+                self.tokens += tokens
+            headers = {
+                "x-ratelimit-limit-requests": str(self.rpm),
+                "x-ratelimit-limit-tokens": str(self.tpm),
+                "x-ratelimit-remaining-requests": str(self.rpm - self.requests),
+                "x-ratelimit-remaining-tokens": str(self.tpm - self.tokens),
+                "x-ratelimit-reset-requests": reset,
+                "x-ratelimit-reset-tokens": reset,
+            }
+            if over:
+                self.refused.append(n)
+                wait = {"retry-after": f"{self.start + self.window - now:.3f}"}
+                return [("status", 429, {**headers, **wait})]
+        return [("ok", "fine", "stop", headers)]
+
+
+@pytest.mark.parametrize(("rpm", "tpm"), [(12, 10**9), (10**6, 12 * 40)])
+def test_stated_rate_limits_are_kept_after_the_first_burst(rpm: int, tpm: int) -> None:
+    """Requests per minute, then tokens per minute: once the headers have said where the client
+    stands, nothing more is refused; requests wait for the reset instead, and the wait shows."""
+    from selfinstruct.backends.base import SamplingParams
+
+    limit = FixedWindowLimit(rpm, tpm, window=0.6)
+    params = SamplingParams(max_tokens=36)  # with a 12-character prompt: 40 tokens each
+    with FakeOpenAI(limit) as server:
+        client = backend(server, concurrency=4, max_retries=8)
+        started = time.monotonic()
+        done = client.generate(["p" * 12] * 40, params)
+        took = time.monotonic() - started
+        stats = client.stats()
+    assert [d.text for d in done] == ["fine"] * 40
+    # Only the opening burst, sent before any header came back, may be refused.
+    assert all(n <= 4 for n in limit.refused), limit.refused
+    assert took >= 0.6 * (40 // 12 - 1)  # paced over several windows, not refused
+    assert stats.pace is not None and "waited" in stats.pace
+
+
+def test_a_retry_after_pauses_the_whole_server() -> None:
+    """A 503 with Retry-After: no request goes to that server until the time has passed, not
+    only the one that got it."""
+    from conftest import wait_until
+
+    arrivals: list[float] = []
+
+    def brain(body: dict, n: int) -> list:
+        arrivals.append(time.monotonic())
+        if n == 1:
+            return [("status", 503, {"retry-after": "0.8"})]
+        return [("ok", "fine")]
+
+    with FakeOpenAI(brain) as server:
+        client = backend(server, concurrency=4, max_retries=3)
+        first = client.submit("0", "a", PARAMS)
+        wait_until(lambda: client.stats().retries >= 1, "the 503 to be read")
+        later = [client.submit(str(k), "b", PARAMS) for k in range(1, 4)]
+        assert [f.result(10).text for f in [first, *later]] == ["fine"] * 4
+    assert min(arrivals[1:]) - arrivals[0] >= 0.75  # nothing went in between
+
+
+def test_reset_durations_as_providers_write_them() -> None:
+    from selfinstruct.backends.ratelimit import duration
+
+    assert duration("1s") == 1.0 and duration("20ms") == 0.02 and duration("6m0s") == 360.0
+    assert duration("1m30.5s") == 90.5 and duration("0.25") == 0.25 and duration("1h") == 3600
+    assert duration("soon") is None and duration("") is None and duration(None) is None

@@ -58,6 +58,9 @@ class BackendStats(BaseModel):
     largest_batch: int = 0
     batched_requests: int = 0
     down: list[str] = Field(default_factory=list)  # servers taken out of the rotation now
+    # A provider's stated rate limit: where it stands ("38 requests / 9,120 tokens left,
+    # waited 12 s"), for the progress line; None when no server states one.
+    pace: str | None = None
 
 
 class Backend(Protocol):

@@ -61,6 +61,7 @@ from selfinstruct.backends.base import (
     SamplingParams,
     Usage,
 )
+from selfinstruct.backends.ratelimit import RatePacer
 from selfinstruct.config import OmitParam, OpenAIOptions
 
 FATAL = {
@@ -217,6 +218,7 @@ class _Server:
         self.last_error = ""  # the last thing that went wrong with it
         self.server_error = ""  # the last 5xx it answered: what it said when it failed
         self.probe_task: asyncio.Task[None] | None = None
+        self.pacer = RatePacer()  # what its rate-limit headers say
 
     def reason(self) -> str:
         if self.server_error and self.server_error != self.last_error:
@@ -339,6 +341,8 @@ class OpenAIBackend:
         if self._limit is not None:
             stats.limit, stats.in_flight = self._limit.limit, self._limit.in_flight
         stats.down = [s.url for s in self._servers if s.down_since is not None]
+        paces = [p for s in self._servers if (p := s.pacer.describe())]
+        stats.pace = "; ".join(paces) or None
         return stats
 
     # -- which server ----------------------------------------------------------------------
@@ -459,12 +463,19 @@ class OpenAIBackend:
         openai, limit = self._openai, self._limit
         assert limit is not None
         server = await self._pick()
+        tokens = _tokens_counted(prompt, params)
+        # What the server said of its rate limit: wait for the reset rather than be refused.
+        while (wait := server.pacer.delay(tokens)) > 0:
+            server.pacer.waited += wait
+            await asyncio.sleep(wait)
+        server.pacer.spend(tokens)
         self._stats.requests += 1
         sent = time.monotonic()
         server.in_flight += 1
         try:
             completion = await self._request(server, prompt, params)
         except openai.APIStatusError as exc:
+            server.pacer.learn(getattr(exc.response, "headers", None), server.in_flight - 1)
             return await self._status_error(server, exc, sent)
         except openai.APITimeoutError:
             self._stats.timeouts += 1
@@ -505,6 +516,9 @@ class OpenAIBackend:
             return _Attempt(completion=Completion(text="", finish_reason="error", error=error))
         error = f"HTTP {status}: {_error_text(exc)[:300]}"
         answered = False
+        wait = _retry_after(exc.response)
+        if wait and status in (429, 503):
+            server.pacer.block(wait)  # the server said so: nothing goes to it until then
         if status in CONGESTED:
             self._last_error = self._redact(f"HTTP {status} from {server.url}")
             self._stats.rate_limited += status == 429
@@ -513,7 +527,7 @@ class OpenAIBackend:
             answered = True
             server.server_error = self._redact(error)
             self._failed(server, error)
-        return _Attempt(wait=_retry_after(exc.response), answered=answered)
+        return _Attempt(wait=wait, answered=answered)
 
     def _check_outage(self) -> None:
         now = time.monotonic()
@@ -551,11 +565,12 @@ class OpenAIBackend:
 
     async def _request(self, server: _Server, prompt: Prompt, params: SamplingParams) -> Completion:
         body = request_body(self.model, self.chat, prompt, params, server.omit or ())
-        create = (
-            server.client.chat.completions.create if self.chat else server.client.completions.create
-        )
+        resource = server.client.chat.completions if self.chat else server.client.completions
         try:
-            response = await create(**body)
+            # The raw response: its headers carry the provider's rate limit.
+            raw = await resource.with_raw_response.create(**body)
+            server.pacer.learn(raw.headers, others_in_flight=server.in_flight - 1)
+            response = raw.parse()
         except json.JSONDecodeError as exc:  # the client parses the body it got
             raise MalformedReply(f"not JSON: {exc}") from exc
         return completion_of(response, self.chat)
@@ -596,6 +611,13 @@ class _Attempt:
     completion: Completion | None = None  # None: ask again
     wait: float = 0.0  # at least this long first (the server's Retry-After)
     answered: bool = False  # the server replied, so it is up even though the request failed
+
+
+def _tokens_counted(prompt: Prompt, params: SamplingParams) -> int:
+    """What a request counts against a tokens-per-minute limit before it is answered: its
+    prompt (about 4 characters a token) and all the tokens it may write, as OpenAI counts."""
+    text = prompt if isinstance(prompt, str) else "".join(m["content"] for m in prompt)
+    return len(text) // 4 + 1 + params.max_tokens
 
 
 def completion_of(response: Any, chat: bool) -> Completion:
