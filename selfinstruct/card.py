@@ -16,6 +16,7 @@ import yaml
 
 from selfinstruct import __version__
 from selfinstruct.config import ExportConfig
+from selfinstruct.lineage import JOURNAL_FILE, card_block
 from selfinstruct.manifest import RunManifest
 from selfinstruct.records import Task, read_tasks
 from selfinstruct.rundir import FilterDir, JobDir, RunDir
@@ -52,6 +53,15 @@ def provenance(source: Path) -> tuple[RunManifest | None, dict[str, Any]]:
     return manifest, summary
 
 
+def source_run_dir(source: Path) -> Path | None:
+    """The generate run behind `source` (a run directory, a file in one, a job's export)."""
+    folder = source if source.is_dir() else source.parent
+    for candidate in (RunDir(folder), JobDir(folder.parent).generate):
+        if candidate.manifest.exists():
+            return candidate.path
+    return None
+
+
 def data_path(cfg: ExportConfig) -> str:
     """The data files as the card's `configs` names them, relative to the card."""
     return "data-*.arrow" if cfg.format == "hf" else cfg.output.name
@@ -69,7 +79,8 @@ def render_card(
     seed_tasks: int,
 ) -> str:
     manifest, filter_summary = provenance(cfg.source)
-    header = {
+    run_dir = source_run_dir(cfg.source)
+    header: dict[str, Any] = {
         "license": cfg.license,
         "language": cfg.language,
         "task_categories": ["text-generation"],
@@ -79,6 +90,15 @@ def render_card(
         "configs": [
             {"config_name": "default", "data_files": [{"split": "train", "path": data_path(cfg)}]}
         ],
+        # How the data was made, to the byte: `selfinstruct run --from-card` reads it back.
+        "selfinstruct": card_block(
+            __version__,
+            cfg.output,
+            cfg.model_dump(mode="json"),
+            manifest,
+            run_dir,
+            JOURNAL_FILE if cfg.with_journal and run_dir is not None else None,
+        ),
     }
     generated = manifest is not None
     run = manifest or RunManifest()

@@ -190,6 +190,9 @@ def run_command(options: dict[str, Any], quiet: bool) -> None:
         cfg = build_config(RunConfig, None, options)
     except SelfInstructError as exc:
         raise _fail(exc) from None
+    if cfg.from_card is not None:
+        _from_card(cfg)
+        return
     handler = logging.StreamHandler(sys.stderr)
     if cfg.log_format == "json":
         handler.setFormatter(JsonFormatter())
@@ -201,6 +204,7 @@ def run_command(options: dict[str, Any], quiet: bool) -> None:
     logger.propagate = False
 
     _unwind_on_sigterm()
+    assert cfg.job is not None  # the config asks for a job or a card
     try:
         result = JobRunner(cfg.job, force_new_run=cfg.force_new_run).run()
     except SelfInstructError as exc:
@@ -208,6 +212,35 @@ def run_command(options: dict[str, Any], quiet: bool) -> None:
     if not quiet:
         out.print(f"{result.status}: {escape(result.message)}", highlight=False)
     raise typer.Exit(result.exit_code)
+
+
+def _from_card(cfg: RunConfig) -> None:
+    """`run --from-card`: the job that makes a card's data, run from its journal if it is there."""
+    from rich.markup import escape
+
+    from selfinstruct.display import out
+    from selfinstruct.job import JobRunner
+    from selfinstruct.lineage import check_rebuilt, prepare_rebuild
+
+    assert cfg.from_card is not None
+    folder = cfg.from_card
+    place = cfg.rebuild_dir or (folder if folder.is_dir() else folder.parent) / "rebuilt"
+    try:
+        result = prepare_rebuild(
+            folder, place, seed_tasks=cfg.seed_tasks, accept_edited=cfg.accept_edited
+        )
+        if result.data_edited:
+            out.print("warning: the data beside the card was edited after export", highlight=False)
+        if result.replay:
+            ran = JobRunner(Path(result.job_file), force_new_run=False).run()
+            if ran.exit_code != 0:
+                raise SelfInstructError(f"the rebuild stopped: {ran.message}")
+            result = check_rebuilt(folder, result)
+    except SelfInstructError as exc:
+        raise _fail(exc) from None
+    out.print(escape(result.message), highlight=False)
+    if result.reproduced is False:
+        raise typer.Exit(EXIT_CODES["config"])
 
 
 def report(options: dict[str, Any]) -> None:

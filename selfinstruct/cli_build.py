@@ -159,11 +159,14 @@ def _parameter(spec: Spec) -> list[inspect.Parameter]:
         info: Any = typer.Argument(
             metavar=spec.path[-1].upper(), help=spec.help, show_default=False
         )
+        optional = {} if spec.required else {"default": None}
+        annotation = spec.annotation if spec.required else spec.annotation | None
         return [
             inspect.Parameter(
                 spec.param,
                 inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                annotation=Annotated[spec.annotation, info],
+                annotation=Annotated[annotation, info],
+                **optional,
             )
         ]
     info = typer.Option(

@@ -148,9 +148,12 @@ class Dispatcher:
         """
         limit = self.backend.stats().limit if self.held else None
         room = len(self.held) if limit is None else limit + max(2, limit // 4)
-        asked = []
-        while self.held and len(self.in_flight) < room:
-            request = heapq.heappop(self.held)[2]
+        going = []
+        while self.held and len(self.in_flight) + len(going) < room:
+            going.append(heapq.heappop(self.held)[2])
+        # Noted before they go, so a kill can never hide a request that reached the server.
+        self.store.record_asked([request.key for request in going])
+        for request in going:
             future = self.backend.submit(
                 request.id, request.prompt, request.params, request.priority
             )
@@ -158,8 +161,6 @@ class Dispatcher:
             future.add_done_callback(self._arrived.put)
             self.sent += 1
             self.reasked += request.key in self.store.unanswered
-            asked.append(request.key)
-        self.store.record_asked(asked)
 
     # -- back --------------------------------------------------------------------------
 

@@ -191,6 +191,8 @@ def export(cfg: ExportConfig) -> ExportSummary:
             "or pass --no-card"
         )
     _write_data(cfg, examples)
+    if cfg.with_journal:
+        _copy_journal(cfg)
     summary = ExportSummary(
         examples=len(examples),
         tasks=len(tasks),
@@ -219,6 +221,20 @@ def export(cfg: ExportConfig) -> ExportSummary:
             message=f"selfinstruct export: {len(examples)} examples ({cfg.format})",
         )
     return summary
+
+
+def _copy_journal(cfg: ExportConfig) -> None:
+    from selfinstruct.card import source_run_dir
+    from selfinstruct.lineage import JOURNAL_FILE
+
+    run = source_run_dir(cfg.source)
+    if run is None or not RunDir(run).requests.exists():
+        raise SelfInstructError(
+            f"{cfg.source}: --with-journal needs a generate run (its requests.jsonl); this "
+            "source has none"
+        )
+    folder = cfg.output if cfg.format == "hf" else cfg.output.parent
+    write_text_atomic(folder / JOURNAL_FILE, RunDir(run).requests.read_text(encoding="utf-8"))
 
 
 def _write_data(cfg: ExportConfig, examples: list[Example]) -> None:

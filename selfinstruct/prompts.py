@@ -45,6 +45,16 @@ class Templates:
                     ) from None
         return cls(completion, chat)
 
+    def digests(self) -> dict[str, str]:
+        """sha256 of each template's text, by file name: what a dataset card records."""
+        import hashlib
+
+        return {
+            f"{name}{variant}.txt": hashlib.sha256(text.encode()).hexdigest()
+            for variant, texts in (("", self.completion), (".chat", self.chat))
+            for name, text in sorted(texts.items())
+        }
+
     def render(self, name: str, chat: bool, ending: str = "", **values: object) -> Prompt:
         """The filled template: one user message for chat, else text followed by `ending`
         (where a completion prompt leaves the model to write)."""

@@ -278,7 +278,9 @@ def test_a_kill_while_a_slow_server_works_keeps_every_reply_it_sent(tmp_path: Pa
     journal = [json.loads(x) for x in (run_dir / "requests.jsonl").read_text().splitlines()]
     assert len(journal) == 9  # every reply the server sent is there, none twice
     in_flight = set(_ids(run_dir / "asked.jsonl")) - {e["id"] for e in journal}
-    assert len(in_flight) == held > 0  # the kill landed mid-stage, with requests out
+    # The kill landed mid-stage, with requests out: every one the server got was noted as
+    # asked (before it went), so none can be missed in what the kill cost.
+    assert len(in_flight) >= held > 0
     asked_again: list[str] = []
 
     def healthy(body: dict, n: int) -> list:

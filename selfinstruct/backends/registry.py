@@ -89,6 +89,12 @@ BUILT_IN = (
         "selfinstruct.backends.vllm_offline:open_vllm",
     ),
     BackendSpec(
+        "journal",
+        "answers only from the run's journal: a dataset made again from its card, no model",
+        Options,
+        "selfinstruct.backends.journal:open_journal",
+    ),
+    BackendSpec(
         "scripted",
         "canned replies, no model (--dry-run)",
         Options,

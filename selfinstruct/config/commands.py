@@ -443,6 +443,11 @@ class ExportConfig(PerTaskOption):
         None, "seed file for --include-seeds (default: the run's, from its manifest)"
     )
     card: bool = option(True, "write a dataset card (README.md) beside the data")
+    with_journal: bool = option(
+        False,
+        "also write the run's journal beside the data (journal.jsonl): with it, `selfinstruct "
+        "run --from-card` makes the data again byte for byte without the model",
+    )
     license: str = option(
         "other",
         "the data's license, for the card's header (the generator model's terms may apply too)",
@@ -652,10 +657,33 @@ class AuditConfig(RunArgument, SampleOptions, ServerOptions, PricesOption):
 
 
 class RunConfig(Options):
-    """`selfinstruct run`: a whole job file."""
+    """`selfinstruct run`: a whole job file, or the job a dataset card describes."""
 
-    job: Path = option(help="job file (YAML or TOML)", positional=True)
+    job: Path | None = option(None, "job file (YAML or TOML)", positional=True)
+    from_card: Path | None = option(
+        None,
+        "instead of a job file: a dataset folder with the README.md card that selfinstruct "
+        "export wrote (or one downloaded from the hub); writes the job that makes that data and, "
+        "with its journal beside it, runs it without the model",
+    )
+    rebuild_dir: Path | None = option(
+        None, "with --from-card: where the rebuilt run goes (default: FOLDER/rebuilt)"
+    )
+    seed_tasks: Path | None = option(
+        None,
+        "with --from-card: the seed file the card names, when it is not the one shipped with "
+        "selfinstruct (checked against the card's sha256)",
+    )
+    accept_edited: bool = option(
+        False, "with --from-card: go on when the data no longer matches the card's hash"
+    )
     force_new_run: bool = option(
         False, "start over when the job file changed (the old run is kept beside)"
     )
     log_format: Literal["text", "json"] = option("text", "text, or json (one object per line)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RunConfig:
+        if (self.job is None) == (self.from_card is None):
+            raise ValueError("give a job file, or --from-card FOLDER (one of them)")
+        return self
