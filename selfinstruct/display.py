@@ -35,6 +35,8 @@ def backend_line(stats: Any) -> str:
         parts.append(f"down: {' '.join(stats.down)}")
     if stats.pace:
         parts.append(f"rate limit: {stats.pace}")
+    if stats.live_tokens:
+        parts.append(f"writing: {stats.live_tokens:,} tokens so far")
     if stats.batches:
         parts.append(f"batches {stats.batches} (largest {stats.largest_batch})")
     return ", ".join(parts)

@@ -212,3 +212,33 @@ def test_a_base_model_tunes_and_evaluates_in_the_same_format(tmp_path: Path, kin
                 prompt_format="chat",
             )
         )
+
+
+def test_local_generation_counts_tokens_while_a_batch_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long local batch used to leave the progress line still for minutes: the tokens each
+    step writes are counted into the backend's stats as the batch runs."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from selfinstruct.backends import local
+    from selfinstruct.backends.base import SamplingParams
+    from selfinstruct.backends.local import LocalBackend
+
+    folder = _tiny_model(tmp_path / "m")
+    model = AutoModelForCausalLM.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    backend = LocalBackend.from_loaded(model, tokenizer, "tiny", chat=False, batch_size=4)
+    seen: list[int] = []
+    counter = local._TokenCounter
+
+    class Watching(counter):  # type: ignore[misc, valid-type]
+        def put(self, value: Any) -> None:
+            super().put(value)
+            seen.append(backend.stats().live_tokens)
+
+    monkeypatch.setattr(local, "_TokenCounter", Watching)
+    backend.generate(["Add the two numbers."] * 3, SamplingParams(temperature=0, max_tokens=6))
+    steps = [n for n in seen if n]
+    assert len(steps) >= 3 and steps == sorted(steps) and steps[0] == 3  # 3 rows a step
+    assert backend.stats().live_tokens == 0  # back to zero between batches

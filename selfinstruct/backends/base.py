@@ -61,6 +61,9 @@ class BackendStats(BaseModel):
     # A provider's stated rate limit: where it stands ("38 requests / 9,120 tokens left,
     # waited 12 s"), for the progress line; None when no server states one.
     pace: str | None = None
+    # Tokens written so far by the batch an in-process engine is generating (0 between
+    # batches): a long batch moves the progress line while it runs.
+    live_tokens: int = 0
 
 
 class Backend(Protocol):

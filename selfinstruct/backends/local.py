@@ -118,7 +118,8 @@ class LocalBackend(BatchedBackend):
                 kwargs["suppress_tokens"] = [self.tokenizer.eos_token_id]
             started = time.perf_counter()
             with torch.no_grad():
-                generated = self.lm.generate(**enc, **kwargs)
+                generated = self.lm.generate(**enc, **kwargs, streamer=_TokenCounter(self._stats))
+            self._stats.live_tokens = 0
             self.generation_seconds += time.perf_counter() - started
             prompt_len = enc["input_ids"].shape[1]
             for row, i in enumerate(batch):
@@ -133,6 +134,24 @@ class LocalBackend(BatchedBackend):
                 )
                 out[i] = Completion(text=text, finish_reason=finish, usage=usage)
         return [c for c in out if c is not None]
+
+
+class _TokenCounter:
+    """Told each generated step's tokens by transformers' `generate` (a streamer): counts them
+    into the backend's stats while the batch runs, so progress moves inside a long batch."""
+
+    def __init__(self, stats: Any) -> None:
+        self.stats = stats
+        self.prompt_seen = False  # the first call hands over the prompt itself
+
+    def put(self, value: Any) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        self.stats.live_tokens += int(value.numel())
+
+    def end(self) -> None:
+        pass
 
 
 def _auto_dtype(device: str) -> DType:
