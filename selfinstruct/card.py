@@ -77,6 +77,7 @@ def render_card(
     examples: int,
     dropped: dict[str, int],
     seed_tasks: int,
+    reviewed: bool = False,
 ) -> str:
     manifest, filter_summary = provenance(cfg.source)
     run_dir = source_run_dir(cfg.source)
@@ -98,6 +99,8 @@ def render_card(
             manifest,
             run_dir,
             JOURNAL_FILE if cfg.with_journal and run_dir is not None else None,
+            not_rebuilt=(["a filter pass"] if filter_summary else [])
+            + (["a review's drops and edits"] if reviewed else []),
         ),
     }
     generated = manifest is not None

@@ -224,7 +224,9 @@ def _from_card(cfg: RunConfig) -> None:
 
     assert cfg.from_card is not None
     folder = cfg.from_card
-    place = cfg.rebuild_dir or (folder if folder.is_dir() else folder.parent) / "rebuilt"
+    # Beside the data folder, never in it (an hf dataset's hash covers its folder).
+    base = folder if folder.is_dir() else folder.parent
+    place = cfg.rebuild_dir or base.parent / f"{base.name}-rebuilt"
     try:
         result = prepare_rebuild(
             folder, place, seed_tasks=cfg.seed_tasks, accept_edited=cfg.accept_edited

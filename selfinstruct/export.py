@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -202,7 +203,9 @@ def export(cfg: ExportConfig) -> ExportSummary:
         review_edited=source.review_edited,
     )
     if cfg.card:
-        write_text_atomic(card, render_card(cfg, tasks, len(examples), summary.dropped, len(seeds)))
+        reviewed = bool(source.review_dropped or source.review_edited)
+        text = render_card(cfg, tasks, len(examples), summary.dropped, len(seeds), reviewed)
+        write_text_atomic(card, text)
         summary.card_path = str(card)
     if cfg.push_to_hub:
         from selfinstruct.hub import push_dataset
@@ -234,7 +237,7 @@ def _copy_journal(cfg: ExportConfig) -> None:
             "source has none"
         )
     folder = cfg.output if cfg.format == "hf" else cfg.output.parent
-    write_text_atomic(folder / JOURNAL_FILE, RunDir(run).requests.read_text(encoding="utf-8"))
+    shutil.copyfile(RunDir(run).requests, folder / JOURNAL_FILE)
 
 
 def _write_data(cfg: ExportConfig, examples: list[Example]) -> None:

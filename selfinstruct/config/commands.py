@@ -667,7 +667,7 @@ class RunConfig(Options):
         "with its journal beside it, runs it without the model",
     )
     rebuild_dir: Path | None = option(
-        None, "with --from-card: where the rebuilt run goes (default: FOLDER/rebuilt)"
+        None, "with --from-card: where the rebuilt run goes (default: FOLDER-rebuilt beside it)"
     )
     seed_tasks: Path | None = option(
         None,
