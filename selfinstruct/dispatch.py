@@ -94,6 +94,7 @@ class Dispatcher:
         # tokens their answers cost now: what a kill cost (the summary says it).
         self.reasked = 0
         self.reasked_tokens = 0
+        self._reasking: set[RequestKey] = set()
         self.budget_hit = False
 
     # -- budgets -----------------------------------------------------------------------
@@ -153,14 +154,23 @@ class Dispatcher:
             going.append(heapq.heappop(self.held)[2])
         # Noted before they go, so a kill can never hide a request that reached the server.
         self.store.record_asked([request.key for request in going])
+        resumes = getattr(self.backend, "resumes", None)
         for request in going:
+            # Counted once (a retry of it is not another kill's cost); a request the backend
+            # still holds from before (a Batch API batch) is not asked again.
+            if (
+                request.key in self.store.unanswered
+                and request.key not in self._reasking
+                and (resumes is None or not resumes(request.id))
+            ):
+                self.reasked += 1
+                self._reasking.add(request.key)
             future = self.backend.submit(
                 request.id, request.prompt, request.params, request.priority
             )
             self.in_flight[future] = request
             future.add_done_callback(self._arrived.put)
             self.sent += 1
-            self.reasked += request.key in self.store.unanswered
 
     # -- back --------------------------------------------------------------------------
 
@@ -185,7 +195,8 @@ class Dispatcher:
         if completion.finish_reason == "error" and completion.retryable:
             self.send(request)  # nothing learned about the request: ask again
             return
-        if request.key in self.store.unanswered:
+        if request.key in self._reasking:
+            self._reasking.discard(request.key)
             usage = completion.usage
             self.reasked_tokens += usage.prompt_tokens + usage.completion_tokens
         self.store.record_response(

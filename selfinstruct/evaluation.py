@@ -122,7 +122,8 @@ def variants(adapters: list[str]) -> list[Variant]:
     found = [Variant(name="base")]
     for spec in adapters:
         name, sep, path = spec.partition("=")
-        if not sep:
+        # A path may hold "=" itself (lr=2e-4/adapter): an existing path is a path.
+        if not sep or Path(spec).exists() or "/" in name:
             name, path = "", spec
         folder = Path(path)
         if not (folder / "adapter_config.json").exists():
@@ -190,7 +191,8 @@ def run_eval(cfg: EvalConfig) -> EvalSummary:
         }
     else:
         del model
-        gc.collect()  # the engine loads its own copy of the weights
+        gc.collect()  # the engine loads its own copy of the weights, and checks free memory
+        _release_gpu_cache()
         written = _generate_vllm(base, tokenizer, fmt, examples, found, cfg)
     seconds["generate"] = round(time.perf_counter() - clock, 2)
     judge = open_judge(cfg.judge) if cfg.judge.backend is not None else None
@@ -216,6 +218,15 @@ def run_eval(cfg: EvalConfig) -> EvalSummary:
     write_json_atomic(cfg.output_dir / "eval_summary.json", summary.model_dump(mode="json"))
     link_to_runs(summary)
     return summary
+
+
+def _release_gpu_cache() -> None:
+    """Hand the freed tensors' GPU memory back to the driver (PyTorch's allocator keeps it),
+    so that vLLM, which checks the free memory when it starts, finds it."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _engine(asked: str) -> str:

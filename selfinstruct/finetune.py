@@ -336,9 +336,19 @@ def last_complete_checkpoint(output_dir: Path) -> str | None:
     found = []
     for folder in output_dir.glob("checkpoint-*") if output_dir.exists() else []:
         step = folder.name.removeprefix("checkpoint-")
-        if step.isdigit() and (folder / _CHECKPOINT_STATE).exists():
+        if step.isdigit() and _whole_state(folder / _CHECKPOINT_STATE):
             found.append((int(step), folder))
     return str(max(found)[1]) if found else None
+
+
+def _whole_state(path: Path) -> bool:
+    """The state file is there and reads as JSON (a kill while writing it leaves it cut)."""
+    import json
+
+    try:
+        return isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+    except (OSError, ValueError):
+        return False
 
 
 def _note_in_card(card: Path, fmt: str) -> None:

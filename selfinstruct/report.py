@@ -88,7 +88,9 @@ def build_report(
     # Instance-level drops (stage "instance") belong to tasks that were kept; they are listed
     # apart, under the Table 1 section.
     tally = manifest.counts.tally
-    if not tally.by_stage:  # a manifest from before the run kept its tally
+    if sum(map(tally.total, tally.by_stage)) != len(rejected):
+        # A manifest from before runs kept a tally, or one a kill left behind the committed
+        # files (it is rewritten every second): count the committed records themselves.
         tally = RejectTally()
         tally.add(rejected)
     reasons = tally.after_parsing

@@ -104,10 +104,10 @@ def test_a_checkpoint_cut_short_is_not_resumed_from(tmp_path: Path) -> None:
     from selfinstruct.finetune import last_complete_checkpoint
 
     assert last_complete_checkpoint(tmp_path / "none") is None
-    for step, whole in ((5, True), (10, True), (15, False)):
+    for step, state in ((5, "{}"), (10, '{"global_step": 10}'), (15, None), (20, '{"glob')):
         folder = tmp_path / f"checkpoint-{step}"
         folder.mkdir()
         (folder / "adapter_model.safetensors").write_bytes(b"")
-        if whole:
-            (folder / "trainer_state.json").write_text("{}")
+        if state is not None:  # 15: killed before its state; 20: killed while writing it
+            (folder / "trainer_state.json").write_text(state)
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-10")

@@ -150,7 +150,7 @@ def _every_stage_job(tmp_path: Path, run_dir: Path) -> Path:
         "generate:\n  backend: scripted\n  target_tasks: 400\n  window: 3\n"
         "filter:\n  threshold: 0.7\n"
         "export:\n  format: prompt-completion\n"
-        "finetune:\n  max_steps: 3\n  batch_size: 2\n  val_fraction: 0.0\n  save_steps: 1\n"
+        "finetune:\n  max_steps: 6\n  batch_size: 2\n  val_fraction: 0.0\n  save_steps: 1\n"
         f"eval:\n  data: {REPO / 'seed_tasks' / 'seed_tasks.jsonl'}\n  limit: 2\n"
         "  max_new_tokens: 8\n"
     )
@@ -190,7 +190,7 @@ def test_every_stage_killed_and_resumed_equals_uninterrupted(tmp_path: Path) -> 
         assert (tmp_path / "killed" / part).exists()
     ref_loss = json.loads((tmp_path / "ref/finetune/training_summary.json").read_text())
     new_loss = json.loads((tmp_path / "killed/finetune/training_summary.json").read_text())
-    assert new_loss["steps"] == ref_loss["steps"] == 3
+    assert new_loss["steps"] == ref_loss["steps"] == 6
     assert "checkpoint-" in (new_loss["resumed_from"] or "")  # not trained again from zero
     status = json.loads((tmp_path / "killed" / "status.json").read_text())
     assert status["status"] == "done" and set(status["stages"].values()) == {"done"}

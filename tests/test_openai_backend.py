@@ -376,6 +376,37 @@ def test_a_retry_after_pauses_the_whole_server() -> None:
 def test_reset_durations_as_providers_write_them() -> None:
     from selfinstruct.backends.ratelimit import duration
 
-    assert duration("1s") == 1.0 and duration("20ms") == 0.02 and duration("6m0s") == 360.0
-    assert duration("1m30.5s") == 90.5 and duration("0.25") == 0.25 and duration("1h") == 3600
+    assert duration("1s") == 1.0 and duration("20ms") == 0.02 and duration("1m30.5s") == 90.5
+    assert duration("0.25") == 0.25
+    # At most two minutes, as Retry-After: then the server is asked again (an epoch-looking
+    # value must not stop a run for ever).
+    assert duration("6m0s") == duration("1h") == duration("1712345678") == 120.0
     assert duration("soon") is None and duration("") is None and duration(None) is None
+
+
+def test_a_limit_below_the_concurrency_is_kept_after_each_reset() -> None:
+    """3 requests a window with 8 allowed in flight: at each reset only the stated limit goes."""
+    limit = FixedWindowLimit(3, 10**9, window=0.3)
+    with FakeOpenAI(limit) as server:
+        client = backend(server, concurrency=8, max_retries=8)
+        done = client.generate(["p"] * 15, PARAMS)
+    assert [d.text for d in done] == ["fine"] * 15
+    assert all(n <= 8 for n in limit.refused), limit.refused  # the opening burst only
+
+
+def test_a_server_held_back_by_its_limit_does_not_draw_the_requests() -> None:
+    """Two servers; one answers 429 with Retry-After: 1.5 s. The other carries the run."""
+
+    def first_refused(body: dict, n: int) -> list:
+        return [("status", 429, {"retry-after": "1.5"})] if n == 1 else [("ok", "fine")]
+
+    held = FakeOpenAI(first_refused)
+    with held, FakeOpenAI(lambda body, n: [("ok", "fine")]) as free:
+        options = {"max_retries": 4, "backoff_base": 0.01, "timeout": 5.0, "concurrency": 4}
+        client = make_client([held.url, free.url], **options)
+        started = time.monotonic()
+        done = client.generate(["p"] * 12, PARAMS)
+        took = time.monotonic() - started
+    assert [d.text for d in done] == ["fine"] * 12
+    # Only the opening wave reached it; nothing waited the 1.5 s it asked for.
+    assert took < 1.4 and len(held.bodies) <= 4

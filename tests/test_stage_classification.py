@@ -87,5 +87,9 @@ def test_an_offer_is_told_by_its_shape_not_its_words() -> None:
         ("Yes, certainly.", True),
         ("No, this task asks you to write an essay.", False),
         ("Yes, you pick one category for each review.", True),
+        ("Yes, I'd say so.", True),
+        ("No, I don't believe so.", False),
+        ("Yes.\n\nLet me know if you need anything else!", True),
+        ("No. Hope this helps!", False),
     ):
         assert parse_is_classification(reply) is verdict, reply

@@ -226,7 +226,8 @@ def test_a_killed_in_process_engine_leaves_no_process_behind(venv: Path, tmp_pat
 def test_the_outcome_chain_in_small(venv: Path, tmp_path: Path) -> None:
     """bench/outcome.py's wiring, a few tasks and steps: generate, tune on the first 4 and 8
     tasks of the run, eval both with vLLM (adapters as LoRA requests), report the run with its
-    eval and scaling curve; the losses do not depend on the engine that wrote the responses."""
+    eval and scaling curve. The adapters change the model's answers, in vLLM as in
+    transformers: vLLM applies them."""
     from selfinstruct.config import EvalConfig, FinetuneConfig, GenerateConfig
     from selfinstruct.evaluation import EvalSummary, run_eval
     from selfinstruct.finetune import run_finetune
@@ -240,8 +241,9 @@ def test_the_outcome_chain_in_small(venv: Path, tmp_path: Path) -> None:
                 data=run_dir,
                 output_dir=tmp_path / f"ft-{size}",
                 max_tasks=size,
-                max_steps=2,
+                max_steps=4,
                 batch_size=2,
+                learning_rate=1e-2,  # enough to change greedy answers in a few steps
                 val_fraction=0.0,
                 prompt_format="alpaca",
             )
@@ -282,8 +284,17 @@ def test_the_outcome_chain_in_small(venv: Path, tmp_path: Path) -> None:
             output_dir=tmp_path / "eval-here",
         )
     )
+
+    def answers(summary: EvalSummary, name: str) -> list[str]:
+        path = next(v.responses_path for v in summary.variants if v.name == name)
+        return [json.loads(x)["response"] for x in Path(path).read_text().splitlines()]
+
+    # Each engine: an adapter that moves transformers' greedy answers moves vLLM's too.
+    moved = {n for n in ("run-4", "run-8") if answers(here, n) != answers(here, "base")}
+    assert moved, "the adapters changed nothing; the check below would be empty"
+    assert all(answers(by_vllm, n) != answers(by_vllm, "base") for n in moved)
     for a, b in zip(by_vllm.variants, here.variants, strict=True):
-        assert a.loss == pytest.approx(b.loss, rel=1e-3), a.name
+        assert a.loss == pytest.approx(b.loss, rel=1e-3), a.name  # both from transformers
     report = subprocess.run(
         [*selfinstruct_cmd(), "report", str(run_dir)], capture_output=True, text=True, timeout=300
     )

@@ -99,7 +99,15 @@ class LocalBackend(BatchedBackend):
             torch.manual_seed(params.seed)
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
-            enc = self.tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True)
+            # Text made by the chat template already holds the special tokens it needs; the
+            # tokenizer adding a BOS of its own would put two there (Gemma, Llama 3).
+            templated = any(not isinstance(prompts[i], str) for i in batch)
+            enc = self.tokenizer(
+                [texts[i] for i in batch],
+                return_tensors="pt",
+                padding=True,
+                add_special_tokens=not templated,
+            )
             enc = {k: v.to(self.device) for k, v in enc.items()}
             kwargs: dict[str, Any] = {
                 "max_new_tokens": params.max_tokens,

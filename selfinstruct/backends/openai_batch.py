@@ -108,6 +108,12 @@ class OpenAIBatchBackend:
         futures = [self.submit(f"direct-{k}-{id(p)}", p, params) for k, p in enumerate(prompts)]
         return [f.result() for f in futures]
 
+    def resumes(self, request_id: str) -> bool:
+        """Is this request in a batch an earlier process created? Then resuming polls that
+        batch: the request is not sent, nor paid, again."""
+        with self._lock:
+            return request_id in self._known
+
     def stats(self) -> BackendStats:
         with self._lock:
             return self._stats.model_copy()

@@ -357,7 +357,9 @@ class OpenAIBackend:
                 self._probe_soon(server)
         up = [s for s in self._servers if s.down_since is None]
         if up:
-            server = min(up, key=lambda s: (s.in_flight, s.turn))
+            # A server its rate limit holds back (Retry-After, nothing left until the reset)
+            # gets requests only when every other one is held back too.
+            server = min(up, key=lambda s: (s.pacer.delay(0) > 0, s.in_flight, s.turn))
         else:
             server = min(self._servers, key=lambda s: s.retry_at)
         self._turns += 1
@@ -465,9 +467,16 @@ class OpenAIBackend:
         server = await self._pick()
         tokens = _tokens_counted(prompt, params)
         # What the server said of its rate limit: wait for the reset rather than be refused.
-        while (wait := server.pacer.delay(tokens)) > 0:
-            server.pacer.waited += wait
-            await asyncio.sleep(wait)
+        # The waiting request counts as busy on that server, and a wait is not an outage.
+        server.in_flight += 1
+        try:
+            while (wait := server.pacer.delay(tokens)) > 0:
+                server.pacer.waited += wait
+                await asyncio.sleep(wait)
+                if self._last_ok is not None:
+                    self._last_ok = max(self._last_ok, time.monotonic())
+        finally:
+            server.in_flight -= 1
         server.pacer.spend(tokens)
         self._stats.requests += 1
         sent = time.monotonic()
@@ -518,7 +527,10 @@ class OpenAIBackend:
         answered = False
         wait = _retry_after(exc.response)
         if wait and status in (429, 503):
-            server.pacer.block(wait)  # the server said so: nothing goes to it until then
+            # The server said so: nothing goes to it until then. The request itself need not
+            # wait: asked again, it goes to another server if one is free, else waits there.
+            server.pacer.block(wait)
+            wait = 0.0
         if status in CONGESTED:
             self._last_error = self._redact(f"HTTP {status} from {server.url}")
             self._stats.rate_limited += status == 429

@@ -17,21 +17,25 @@ from collections.abc import Mapping
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# Longest wait a header can impose, as for Retry-After: past it the server is asked again and
+# says where things stand (a value meant as a timestamp must not stop a run for ever).
+LONGEST = 120.0
 
 
 def duration(text: str | None) -> float | None:
-    """Seconds in a reset header ("1s", "6m0s", "20ms", "0.5", "1m30.5s"), or None."""
+    """Seconds in a reset header ("1s", "6m0s", "20ms", "0.5", "1m30.5s"), at most LONGEST;
+    None when it is not a duration."""
     if not text:
         return None
     text = text.strip()
     try:
-        return max(0.0, float(text))
+        return min(LONGEST, max(0.0, float(text)))
     except ValueError:
         pass
     parts = _DURATION.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text.replace(" ", ""):
         return None
-    return sum(float(n) * _UNIT[u] for n, u in parts)
+    return min(LONGEST, sum(float(n) * _UNIT[u] for n, u in parts))
 
 
 def _count(text: str | None) -> int | None:
@@ -53,6 +57,7 @@ class RatePacer:
         self.limit_tokens: int | None = None
         self.waited = 0.0  # seconds requests spent waiting for the limit
         self._tokens_each = 0  # the largest request's tokens, for what is in flight
+        self._window = 0.0  # the longest reset time stated: about the window's length
 
     def now(self) -> float:
         return float(self._clock())  # type: ignore[operator]
@@ -71,7 +76,9 @@ class RatePacer:
                 continue
             left -= others_in_flight * (1 if kind == "requests" else self._tokens_each)
             wait = duration(get(f"x-ratelimit-reset-{kind}"))
-            reset_at = now + (wait if wait is not None else 60.0)
+            wait = wait if wait is not None else 60.0
+            self._window = max(self._window, wait)  # a refilled budget lasts about this long
+            reset_at = now + wait
             known: int | None = getattr(self, f"{kind}_left")
             current: float = getattr(self, f"{kind}_reset_at")
             # Answers come back out of order: an older one of the same window says more is
@@ -87,15 +94,20 @@ class RatePacer:
 
     def block(self, seconds: float) -> None:
         """The server said to wait (Retry-After): nothing goes to it until then."""
-        self.blocked_until = max(self.blocked_until, self.now() + seconds)
+        self.blocked_until = max(self.blocked_until, self.now() + min(seconds, LONGEST))
 
     def delay(self, tokens: int) -> float:
         """How long a request of `tokens` must wait before it may go (0: now)."""
         now = self.now()
-        if now >= self.requests_reset_at:
-            self.requests_left = None  # refilled; the next response says by how much
-        if now >= self.tokens_reset_at:
-            self.tokens_left = None
+        # At the reset the budget is whole again: the limit when the server stated it, else
+        # unknown until the next answer says.
+        for kind in ("requests", "tokens"):
+            if (
+                now >= getattr(self, f"{kind}_reset_at")
+                and getattr(self, f"{kind}_left") is not None
+            ):
+                setattr(self, f"{kind}_left", getattr(self, f"limit_{kind}"))
+                setattr(self, f"{kind}_reset_at", now + self._window)
         waits = [self.blocked_until - now]
         if self.requests_left is not None and self.requests_left <= 0:
             waits.append(self.requests_reset_at - now)

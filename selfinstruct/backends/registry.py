@@ -109,19 +109,36 @@ def registry() -> dict[str, BackendSpec]:
     found = {spec.name: spec for spec in BUILT_IN}
     for point in entry_points(group=GROUP):
         if point.name in found:
-            continue  # the built-ins declare themselves too; a plugin cannot replace one
-        spec = point.load()
+            continue  # a plugin cannot replace a built-in backend
+        try:
+            spec = point.load()
+        except Exception as exc:
+            # Named when that backend is chosen; every other command works on.
+            _BROKEN[point.name] = f"{point.value} does not import ({type(exc).__name__}: {exc})"
+            continue
         if not isinstance(spec, BackendSpec) or spec.name != point.name:
-            raise BackendError(
-                f"the entry point {point.name} = {point.value} (group {GROUP}) is not a "
-                f"BackendSpec named {point.name!r}; fix or uninstall the package that declares it"
-            )
+            _BROKEN[point.name] = f"{point.value} is not a BackendSpec named {point.name!r}"
+            continue
         found[spec.name] = spec
     return found
 
 
+# Plugins whose entry point could not be used, and why.
+_BROKEN: dict[str, str] = {}
+
+
+def broken() -> dict[str, str]:
+    registry()
+    return dict(_BROKEN)
+
+
 def spec(name: str) -> BackendSpec:
     known = registry()
+    if name in _BROKEN:
+        raise BackendError(
+            f"the {name} backend's package is broken: {_BROKEN[name]}; fix or uninstall the "
+            f"package that declares it (entry point group {GROUP})"
+        )
     if name not in known:
         raise ConfigError(
             f"unknown backend {name!r}; installed: {', '.join(sorted(known))} (a package adds "
@@ -157,7 +174,14 @@ def options_for(
             f"the {name} backend does not read {said}: leave it out, or choose the backend "
             "that reads it"
         )
-    data = {key: getattr(values, key) for key in own if values is not None and hasattr(values, key)}
+    # A built-in backend takes its options from the flags (same fields, same defaults); a
+    # plugin's own defaults stand unless the user set a flag of the same name.
+    built_in = any(chosen is b for b in BUILT_IN)
+    data = {
+        key: getattr(values, key)
+        for key in own
+        if values is not None and hasattr(values, key) and (built_in or key in set(given))
+    }
     unknown = sorted(set(extra or {}) - set(own))
     if unknown:
         raise ConfigError(

@@ -76,13 +76,17 @@ def cpu_kv_cache_bytes() -> int:
 # on a CPU forever, are killed too.
 _REAPER = """
 import os, sys, time
-parent, children = int(sys.argv[1]), [int(p) for p in sys.argv[2:]]
+import psutil
+parent = int(sys.argv[1])
+children = [(int(p), float(t)) for p, t in (a.split("@") for a in sys.argv[2:])]
 while os.getppid() == parent:
     time.sleep(1)
-for pid in children:
+for pid, started in children:
     try:
-        os.kill(pid, 9)
-    except OSError:
+        process = psutil.Process(pid)
+        if abs(process.create_time() - started) < 0.01:  # that process, not a reused pid
+            process.kill()
+    except psutil.Error:
         pass
 """
 
@@ -93,19 +97,27 @@ def _children(parent: int) -> set[int]:
     return {p.pid for p in psutil.Process(parent).children(recursive=True)}
 
 
-def _reap_when_gone(parent: int, before: set[int]) -> None:
-    """Start the reaper for the processes the engine added to this one's."""
+def _reap_when_gone(parent: int, before: set[int]) -> Any:
+    """Start the reaper for the processes the engine added to this one's; its handle."""
     import subprocess
     import sys
 
-    engine = sorted(_children(parent) - before)
-    if engine:
-        subprocess.Popen(
-            [sys.executable, "-c", _REAPER, str(parent), *map(str, engine)],
-            stdin=subprocess.DEVNULL,
-            close_fds=True,
-            start_new_session=True,  # a kill of the parent's group does not take it first
-        )
+    import psutil
+
+    engine = []
+    for pid in sorted(_children(parent) - before):
+        try:
+            engine.append(f"{pid}@{psutil.Process(pid).create_time()}")
+        except psutil.Error:
+            continue
+    if not engine:
+        return None
+    return subprocess.Popen(
+        [sys.executable, "-c", _REAPER, str(parent), *engine],
+        stdin=subprocess.DEVNULL,
+        close_fds=True,
+        start_new_session=True,  # a kill of the parent's group does not take it first
+    )
 
 
 def to_vllm_params(vllm: Any, params: SamplingParams, seeded: bool = True, **extra: Any) -> Any:
@@ -167,7 +179,7 @@ class VLLMBackend:
                 f"vLLM could not start its engine for {path} ({exc}); its log above says why. "
                 f"--vllm-memory sets the share of {where} it may take"
             ) from None
-        _reap_when_gone(os.getpid(), before)
+        self._reaper = _reap_when_gone(os.getpid(), before)
         from vllm.sampling_params import RequestOutputKind
 
         self._final_only = RequestOutputKind.FINAL_ONLY
@@ -209,6 +221,12 @@ class VLLMBackend:
         if worker is not None:
             self._inbox.put(_STOP)
             worker.join()
+        # The engine goes with this process's normal exit; the reaper is for a killed one.
+        # Stopped here, it cannot outlive us and kill a pid the system has given away since.
+        if getattr(self, "_reaper", None) is not None:
+            self._reaper.kill()
+            self._reaper.wait()
+            self._reaper = None
 
     # -- the engine's side (one thread owns it) ----------------------------------------
 

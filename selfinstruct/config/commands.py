@@ -386,9 +386,9 @@ class GenerateConfig(BackendOptions, NoveltyOptions, PricesOption):
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, value: str) -> str:
-        from selfinstruct.backends.registry import registry
+        from selfinstruct.backends.registry import broken, registry
 
-        if value not in registry():
+        if value not in registry() and value not in broken():
             raise ValueError(f"unknown backend {value!r}; installed: {', '.join(registry())}")
         return value
 
@@ -401,12 +401,19 @@ class GenerateConfig(BackendOptions, NoveltyOptions, PricesOption):
         return values
 
     def backend_options(self) -> dict[str, Any]:
-        """--backend-option values, each read as YAML (numbers, booleans, lists), never run."""
-        import yaml
+        """--backend-option values: a JSON value where the text is one (3, 0.5, true, [1, 2],
+        "quoted"), else the text as it is; the backend's options model checks the types."""
+        import json
+
+        def value(text: str) -> Any:
+            try:
+                return json.loads(text)
+            except ValueError:
+                return text
 
         return {
-            key.strip().replace("-", "_"): yaml.safe_load(value)
-            for key, value in (v.split("=", 1) for v in self.backend_option)
+            key.strip().replace("-", "_"): value(text)
+            for key, text in (v.split("=", 1) for v in self.backend_option)
         }
 
     def default_window(self) -> int:

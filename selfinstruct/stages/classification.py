@@ -100,11 +100,23 @@ _NEGATED = re.compile(r"^(it|this|this task|that)\s+(is not|isn't)\b", re.IGNORE
 _AFFIRMED = re.compile(r"^(it|this|this task|that)\s+is\s+(a\s+)?classification\b", re.IGNORECASE)
 
 
+# A verdict said again in the first person ("Yes, I'd say so"), and the pleasantries that close
+# a reply after its answer ("Let me know if you need anything else!"): neither is an offer.
+_CONFIRMS = re.compile(r"\bi\s*('d|'m|\s+would|\s+do)?\s*(say|think|believe|guess)\s+so\b", re.I)
+_SIGN_OFF = re.compile(
+    r"(let me know if|hope (this|that|it) helps|feel free to (ask|reach out)|anything else|"
+    r"if you (have|need) (any )?(more|other|further))[^.!?\n]*[.!?]*",
+    re.IGNORECASE,
+)
+
+
 def offers(rest: str) -> bool:
     """Does what follows a leading Yes/No agree to talk instead of judging the task? A reply
-    that commits the speaker or asks something of the listener, and never mentions the task."""
-    if _ABOUT_THE_TASK.search(rest):
+    that commits the speaker or asks something of the listener, and never mentions the task
+    (a closing pleasantry after the answer does not count)."""
+    if _ABOUT_THE_TASK.search(rest) or _CONFIRMS.search(rest):
         return False
+    rest = _SIGN_OFF.sub("", rest)
     return bool(_COMMITS.search(rest) or _ASKS.search(rest) or "?" in rest)
 
 
