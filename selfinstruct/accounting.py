@@ -2,8 +2,8 @@
 
 Every journal (generate's requests, the audit's verdicts) names a prompt by `prompt_sha`, so a
 resumed run can tell that it is about to ask the same question; every cost estimate comes from
-`cost_usd` and a price table (`prices` in a config file: model -> USD per million prompt and
-completion tokens).
+`cost_usd`: the user's price table (`prices` in a config file: model -> USD per million prompt and
+completion tokens), else the dated table of hosted models in `pricing.py`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def cost_usd(
     completion_tokens: int,
 ) -> float | None:
     """Estimated cost of the tokens at `model`'s price, or None when it has none."""
-    price = prices.get(model)
-    if price is None:
-        return None
-    return (prompt_tokens * price[0] + completion_tokens * price[1]) / 1e6
+    from selfinstruct.pricing import price_for
+
+    price = price_for(prices, model)
+    return None if price is None else price.cost(prompt_tokens, completion_tokens)

@@ -22,6 +22,7 @@ from selfinstruct.config import (
     FilterConfig,
     FinetuneConfig,
     GenerateConfig,
+    PlanConfig,
     ReportConfig,
     ReviewConfig,
     RunConfig,
@@ -106,6 +107,25 @@ def generate(options: dict[str, Any], config: Path | None, quiet: bool, dry_run:
     if not quiet:
         print_generate_summary(summary)
     raise typer.Exit(EXIT_CODES.get(summary.status, 0))
+
+
+def plan_command(options: dict[str, Any], config: Path | None, quiet: bool) -> None:
+    """What a run to --target tasks will take (requests, tokens, cost, hours, each with an
+    interval), projected from a pilot run in --run-dir that the real run resumes."""
+    from selfinstruct.display import err, print_plan, run_with_display
+    from selfinstruct.generate import run_generate
+    from selfinstruct.plan import run_plan
+
+    _unwind_on_sigterm()
+    try:
+        cfg = build_config(PlanConfig, config, options)
+        plan = run_plan(cfg, lambda pilot: run_with_display(run_generate, pilot, quiet))
+    except SelfInstructError as exc:
+        raise _fail(exc) from None
+    except KeyboardInterrupt:
+        err.print("interrupted; run the same command again to resume the pilot")
+        raise typer.Exit(EXIT_CODES["interrupted"]) from None
+    print_plan(plan)
 
 
 def filter_command(options: dict[str, Any], config: Path | None, quiet: bool) -> None:
@@ -288,6 +308,7 @@ def audit(options: dict[str, Any], config: Path | None, quiet: bool) -> None:
 
 DRY_RUN = switch("dry_run", ("--dry-run",), "scripted backend: canned replies, no model")
 add_command(app, "generate", GenerateConfig, generate, [DRY_RUN, CONFIG, QUIET])
+add_command(app, "plan", PlanConfig, plan_command, [CONFIG, QUIET])
 add_command(app, "filter", FilterConfig, filter_command, [CONFIG, QUIET])
 add_command(app, "export", ExportConfig, export, [CONFIG])
 add_command(app, "finetune", FinetuneConfig, finetune, [CONFIG])

@@ -96,6 +96,7 @@ class Dispatcher:
         self.reasked_tokens = 0
         self._reasking: set[RequestKey] = set()
         self.budget_hit = False
+        self.seconds: Callable[[], float] | None = None  # the loop's wall time so far
 
     # -- budgets -----------------------------------------------------------------------
 
@@ -112,6 +113,8 @@ class Dispatcher:
             return False
         tokens = store.prompt_tokens + store.completion_tokens
         if cfg.max_tokens_total is not None and tokens >= cfg.max_tokens_total:
+            return False
+        if cfg.max_hours is not None and self.seconds and self.seconds() >= cfg.max_hours * 3600:
             return False
         cost = self.cost()
         return not (cfg.max_cost is not None and cost is not None and cost >= cfg.max_cost)

@@ -141,11 +141,73 @@ def print_generate_summary(summary: Any) -> None:
         table.add_row(f"instances dropped: {reason}", f"{count:,}")
     for stage, coverage in summary.parse_coverage.stages():
         table.add_row(f"{stage} completions read", escape(coverage.line()))
+    if summary.plan is not None:
+        for row in summary.plan.rows:
+            flag = "" if row.inside else " [yellow](outside)[/]"
+            table.add_row(f"plan: {row.what}", f"{row.actual:,.0f} vs {row.planned.text()}{flag}")
     out.print(table)
     out.print(table1(summary.table1))
     out.print(
         f"{summary.status}: {escape(summary.message)} ({summary.seconds:.1f} s)", highlight=False
     )
+
+
+def print_plan(plan: Any) -> None:
+    """The plan: per stage and in all, the whole run (pilot included) and what is left."""
+
+    def cost(stage: Any) -> str:
+        return f"${stage.cost_usd.text(2)}" if stage.cost_usd is not None else "-"
+
+    def tokens(e: Any) -> str:
+        return e.text()
+
+    pilot = plan.pilot
+    out.print(
+        f"plan: {plan.target:,} tasks with {escape(plan.model)} ({plan.backend}), from "
+        f"{pilot.prompts} instruction prompts and {pilot.accepted} tasks in {escape(pilot.run_dir)}"
+        " (95% intervals)",
+        highlight=False,
+    )
+    table = Table(header_style="bold")
+    for column in ("stage", "requests", "prompt tokens", "completion tokens", "cost (USD)"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for stage in [*plan.stages, plan.total, plan.remaining]:
+        name = {"total": "[bold]whole run[/]", "remaining": "left to spend"}.get(
+            stage.stage, stage.stage
+        )
+        table.add_row(
+            name,
+            stage.requests.text(),
+            tokens(stage.prompt_tokens),
+            tokens(stage.completion_tokens),
+            cost(stage),
+        )
+    out.print(table)
+    out.print(f"instruction prompts: {plan.prompts.text()}", highlight=False)
+    out.print(
+        f"novelty rejects: {plan.novelty_now:.0%} of new instructions now, "
+        f"{plan.novelty_at_target.value:.0%} [{plan.novelty_at_target.low:.0%}-"
+        f"{plan.novelty_at_target.high:.0%}] at {plan.target:,} tasks",
+        highlight=False,
+    )
+    if plan.hours is not None:
+        out.print(
+            f"wall: {plan.hours.text(2)} h in all, {plan.remaining_hours.text(2)} h left, "
+            f"at the pilot's pace (concurrency {pilot.concurrency or '?'})",
+            highlight=False,
+        )
+    else:
+        out.print("wall: unknown (the run did not record its time)", highlight=False)
+    if plan.price is not None:
+        out.print(
+            f"price: ${plan.price.prompt:g} / ${plan.price.completion:g} per 1M prompt / "
+            f"completion tokens ({plan.price.source})",
+            highlight=False,
+        )
+    else:
+        out.print("cost: no price for this model (give `prices` in a config file)", highlight=False)
+    if not plan.reachable:
+        out.print(f"[bold red]{escape(plan.message)}[/]")
 
 
 def table1(stats: Any) -> Table:

@@ -23,7 +23,8 @@ EXIT_MEANINGS: dict[str, str] = {
     "config": "user or configuration error; the message says what to fix",
     "backend": "the backend cannot work: unreachable, key refused, unknown model, missing package",
     "locked": "another process is writing this run directory",
-    "budget": "a budget was reached; the partial output is kept (raise it and rerun to continue)",
+    "budget": "a budget was reached, or the plan says it would be (refused before spending); "
+    "the partial output is kept (raise it and rerun to continue)",
     "stalled": "generation stopped because instruction prompts stopped giving tasks",
     "interrupted": "interrupted (SIGINT or SIGTERM); rerun the same command to resume",
 }
@@ -59,3 +60,9 @@ class RunLockedError(SelfInstructError):
     """Another process is writing this run."""
 
     exit_code = EXIT_CODES["locked"]
+
+
+class OverBudgetError(SelfInstructError):
+    """The plan says the run would exceed --max-cost or --max-hours: refused before spending."""
+
+    exit_code = EXIT_CODES["budget"]

@@ -41,6 +41,7 @@ from selfinstruct.dispatch import Dispatcher, Request
 from selfinstruct.errors import SelfInstructError
 from selfinstruct.keys import RequestKey
 from selfinstruct.manifest import Lineage, RejectTally, RunCounts, RunManifest, package_versions
+from selfinstruct.plan import PlanCheck, check_against, check_plan, read_plan
 from selfinstruct.prompts import Demonstrations
 from selfinstruct.records import Rejected, Task, read_tasks
 from selfinstruct.rules import RuleFilter
@@ -84,6 +85,7 @@ class GenerateSummary(BaseModel):
     # What a kill cost: requests in flight when an earlier process stopped, asked again here.
     reasked_requests: int = 0
     reasked_tokens: int = 0
+    plan: PlanCheck | None = None  # the plan (selfinstruct plan) beside what the run used
 
 
 @dataclass
@@ -155,6 +157,9 @@ class Generator:
         self.status: str | None = None
         self.message = ""
         self.window = cfg.window or cfg.default_window()  # a resumed run keeps its own
+        # The loop's wall time in earlier processes, and when this one started (time.monotonic).
+        self.seconds_before = 0.0
+        self.started = time.monotonic()
 
     # -- asking: each stage builds its request; instruction prompts go first -------------
 
@@ -262,6 +267,10 @@ class Generator:
 
     # -- the loop ---------------------------------------------------------------------
 
+    def seconds(self) -> float:
+        """The loop's wall time, earlier processes included."""
+        return self.seconds_before + time.monotonic() - self.started
+
     def run(self) -> GenerateSummary:
         try:
             return self._run()
@@ -274,9 +283,12 @@ class Generator:
 
     def _run(self) -> GenerateSummary:
         started = time.perf_counter()
+        self.started = time.monotonic()
         dispatch = self.dispatch
         with self.store:
             self._check_resume()
+            self.dispatch.seconds = self.seconds
+            check_plan(self.cfg, self.cfg.run_dir, len(self.seeds), self.backend.model)
             write_manifest(self, "running")
             last_report = 0.0
             try:
@@ -328,6 +340,7 @@ class Generator:
         if manifest is None:
             return
         before = manifest.resume_key
+        self.seconds_before = manifest.counts.seconds
         if self.cfg.window is None and isinstance(before.get("window"), int):
             # The default window follows the concurrency, which may change on resume; the
             # window itself decides which tasks a prompt shows, so the run keeps its own.
@@ -421,6 +434,7 @@ def write_manifest(gen: Generator, status: str, message: str = "") -> None:
             requests=requests,
             reasked_requests=gen.dispatch.reasked,
             reasked_tokens=gen.dispatch.reasked_tokens,
+            seconds=round(gen.seconds(), 3),
         ),
         table1=table1(gen.accepted),
         lineage=gen.lineage,
@@ -467,7 +481,15 @@ def summarize(gen: Generator, started: float) -> GenerateSummary:
         seconds=round(time.perf_counter() - started, 3),
         reasked_requests=gen.dispatch.reasked,
         reasked_tokens=gen.dispatch.reasked_tokens,
+        plan=_plan_check(gen),
     )
+
+
+def _plan_check(gen: Generator) -> PlanCheck | None:
+    plan = read_plan(gen.cfg.run_dir)
+    if plan is None or gen.status not in (None, DONE):
+        return None
+    return check_against(plan, gen.cfg.run_dir, len(gen.seeds))
 
 
 def run_generate(

@@ -81,6 +81,8 @@ class RunCounts(BaseModel):
     # What a kill cost: requests in flight when an earlier process stopped, asked again.
     reasked_requests: int = 0
     reasked_tokens: int = 0
+    # The loop's wall time over every process that ran it (what a plan's hours come from).
+    seconds: float = 0.0
 
     def dropped(self) -> RejectTally:
         """The tally; for a manifest older than it, one rebuilt from the two dicts it has

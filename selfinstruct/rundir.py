@@ -47,6 +47,12 @@ class RunDir:
         return self.path / "usage.json"
 
     @property
+    def plan(self) -> Path:
+        """What `selfinstruct plan` projected for this run (the summary sets it beside the
+        actual figures)."""
+        return self.path / "plan.json"
+
+    @property
     def lock(self) -> Path:
         return self.path / "lock"
 

@@ -19,6 +19,7 @@ from selfinstruct.errors import EXIT_CODES
 runner = CliRunner()
 COMMANDS = {
     "generate": configs.GenerateConfig,
+    "plan": configs.PlanConfig,
     "filter": configs.FilterConfig,
     "export": configs.ExportConfig,
     "finetune": configs.FinetuneConfig,

@@ -377,7 +377,17 @@ class GenerateConfig(BackendOptions, NoveltyOptions, PricesOption):
     )
     max_cost: float | None = option(
         None,
-        "budget: USD, from the price table (default: no limit)",
+        "budget: USD, from the price table (yours, else a dated one of hosted models); with a "
+        "plan (selfinstruct plan), refused before spending when the plan says more "
+        "(default: no limit)",
+        gt=0,
+        group="Budgets",
+        may_change=True,
+    )
+    max_hours: float | None = option(
+        None,
+        "budget: the loop's wall hours, over every resume; with a plan, refused before "
+        "spending when the plan says more (default: no limit)",
         gt=0,
         group="Budgets",
         may_change=True,
@@ -428,6 +438,23 @@ class GenerateConfig(BackendOptions, NoveltyOptions, PricesOption):
 
     def resume_changes(self, before: dict[str, Any], window: int) -> list[str]:
         return resume_changes(self, before, window=window)
+
+
+class PlanConfig(GenerateConfig):
+    """`selfinstruct plan`: what a run to --target tasks will take, from a pilot run."""
+
+    pilot_tasks: int = option(
+        20,
+        "the pilot: tasks to generate in --run-dir before projecting (the real run resumes "
+        "from them, so nothing is paid twice)",
+        ge=1,
+        group="Plan",
+    )
+    from_run: Path | None = option(
+        None,
+        "project from this existing run directory's journal instead of running a pilot",
+        group="Plan",
+    )
 
 
 ExportFormat = Literal["alpaca", "messages", "prompt-completion", "sharegpt", "hf"]
