@@ -602,7 +602,10 @@ def check_against(plan: RunPlan, run_dir: Path, seeds: int) -> PlanCheck | None:
         row(f"tasks after {at} prompts", plan.accepted_at_prompts, accepted_at),
     ]
     if plan.hours is not None and pilot.seconds:
-        rows.append(row("wall hours", plan.hours, pilot.seconds / 3600))
+        seconds = Estimate(
+            value=plan.hours.value * 3600, low=plan.hours.low * 3600, high=plan.hours.high * 3600
+        )
+        rows.append(row("wall seconds", seconds, pilot.seconds))
     return PlanCheck(target=plan.target, pilot_prompts=plan.pilot.prompts, rows=rows)
 
 

@@ -177,7 +177,9 @@ def build_report(
     html_path = out / "report.html"
     page = _html(gen, manifest, tally, usage, tasks, rejected, images, generated)
     html_path.write_text(
-        page.replace("<!--quality-->", quality_section(gen, tasks)).replace("<!--evals-->", evals),
+        page.replace("<!--quality-->", quality_section(gen, tasks))
+        .replace("<!--evals-->", evals)
+        .replace("<!--plan-->", plan_section(gen, len(seed_texts))),
         encoding="utf-8",
     )
     return ReportResult(html_path=str(html_path), images=paths)
@@ -211,6 +213,34 @@ def quality_section(gen: Path, tasks: list[Task]) -> str:
         '<section id="quality"><h2>Table 2: data quality</h2>'
         f"<p>{note}</p><table><tr>{header}</tr>{rows}</table></section>"
     )
+
+
+def plan_section(gen: Path, seeds: int) -> str:
+    """The plan `selfinstruct plan` made for this run, beside what the run used."""
+    from selfinstruct.plan import check_against, read_plan
+
+    plan = read_plan(gen)
+    if plan is None:
+        return ""
+    esc = html.escape
+    check = check_against(plan, gen, seeds)
+    head = (
+        f"<p>Planned for {plan.target:,} tasks from a pilot of {plan.pilot.prompts} instruction "
+        f"prompts and {plan.pilot.accepted} tasks (95% intervals): {esc(plan.headline())}.</p>"
+    )
+    if check is None:
+        body = "<p>The run has not reached the plan's target yet.</p>"
+    else:
+        rows = "".join(
+            f"<tr><th>{esc(r.what)}</th><td>{esc(r.planned.text())}</td><td>{r.actual:,.0f}</td>"
+            f"<td>{'yes' if r.inside else 'no'}</td></tr>"
+            for r in check.rows
+        )
+        body = (
+            "<table><tr><th></th><th>planned</th><th>actual</th><th>inside the interval</th>"
+            f"</tr>{rows}</table>"
+        )
+    return f'<section id="plan"><h2>Plan against actual</h2>{head}{body}</section>'
 
 
 def _coverage_section(manifest: RunManifest) -> str:
@@ -338,6 +368,7 @@ A stage that breaks shows here first: no classification tasks, no inputs, empty 
 {section("instances", "Instances per task", "After the instance filters (at most 5).")}
 {section("verbs", "Leading words", "The most common first words of accepted instructions.")}
 <section id="usage"><h2>Tokens and cost</h2><table>{usage_rows}</table></section>
+<!--plan-->
 <section id="samples"><h2>Samples</h2>
 <h3>Accepted</h3><table><tr><th>instruction</th><th>input</th><th>output</th></tr>
 {accepted_rows}</table>

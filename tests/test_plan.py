@@ -118,6 +118,11 @@ def test_plan_runs_a_pilot_the_run_resumes_and_the_summary_checks_it(tmp_path: P
     rows = {r.what: r for r in summary.plan.rows}
     assert rows["requests"].actual == summary.requests
     assert abs(rows["requests"].planned.value - summary.requests) / summary.requests < 0.25
+    # The report sets the plan beside the run too.
+    from selfinstruct.report import build_report
+
+    page = Path(build_report(run_dir).html_path).read_text()
+    assert "Plan against actual" in page and "inside the interval" in page
 
 
 def test_a_plan_over_the_limits_refuses_before_spending(tmp_path: Path) -> None:

@@ -1,0 +1,106 @@
+"""Plan against actual: `selfinstruct plan` from a pilot, then the run it planned.
+
+    python bench/plan_bench.py [--target 300] [--outcome outputs/outcome/generate]
+
+1. The project's fake OpenAI server (tests/fake_openai.py, canned replies from the prompt, a
+   30 ms service time), run as a user runs it: `selfinstruct plan -b openai --target 300
+   --pilot-tasks 20`, then `selfinstruct generate` to 300 in the same run directory (it resumes
+   the pilot). The canned replies repeat as the pool grows, so the novelty filter's rejects rise
+   much faster than any real model's: the hard case for the yield model.
+2. A real engine's run: the outcome experiment's Gemma 3 270M run through vLLM in-process
+   (bench/outcome.py, 518 tasks): plans made from its first 20, 50 and 100 tasks (its journal
+   as it stood then, `make_plan(upto=...)`) against what the rest of the run used to reach 500.
+
+For each: planned requests, prompt and completion tokens, instruction prompts and tasks after the
+planned prompts, each with its 95% interval, beside the actual figures. Writes
+bench/plan_bench.json and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "tests"), str(REPO)]
+
+from fake_openai import FakeOpenAI, prompt_text  # noqa: E402  the test server, reused
+
+from selfinstruct.backends.scripted import canned_reply  # noqa: E402
+from selfinstruct.plan import RunPlan, check_against, make_plan, read_pilot  # noqa: E402
+
+CLI = REPO / ".venv" / "bin" / "selfinstruct"
+
+
+def rows(label: str, plan: RunPlan, run_dir: Path, seeds: int) -> list[dict]:
+    check = check_against(plan, run_dir, seeds)
+    assert check is not None
+    return [
+        {
+            "case": label,
+            "what": r.what,
+            "planned": r.planned.model_dump(),
+            "actual": r.actual,
+            "error": (r.planned.value - r.actual) / r.actual if r.actual else None,
+            "inside": r.inside,
+        }
+        for r in check.rows
+    ]
+
+
+def fake_server(target: int) -> list[dict]:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        FakeOpenAI(
+            lambda body, n: [("sleep", 0.03), ("ok", canned_reply(prompt_text(body)))]
+        ) as server,
+    ):
+        run_dir = Path(tmp) / "run"
+        common = ["-b", "openai", "--base-url", server.url, "-m", "fake", "--completions",
+                  "-o", str(run_dir), "--target", str(target), "-q"]  # fmt: skip
+        env = {"OPENAI_API_KEY": "unused", "PATH": "/usr/bin:/bin"}
+        subprocess.run([CLI, "plan", *common, "--pilot-tasks", "20"], check=True, env=env)
+        plan = RunPlan.model_validate_json((run_dir / "plan.json").read_text())
+        subprocess.run([CLI, "generate", *common], check=True, env=env)
+        return rows(f"fake server, pilot {plan.pilot.accepted} tasks", plan, run_dir, 181)
+
+
+def real_run(run_dir: Path, target: int) -> list[dict]:
+    records, _ = read_pilot(run_dir, 175)
+    out = []
+    for pilot_tasks in (20, 50, 100):
+        pool, upto = 0, 0
+        while pool < pilot_tasks:
+            pool += records[upto].accepted
+            upto += 1
+        plan = make_plan(run_dir, 175, target, model="gemma3-270m", backend="vllm", upto=upto)
+        out += rows(f"Gemma 3 270M (vLLM), pilot {pool} tasks", plan, run_dir, 175)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", type=int, default=300)
+    parser.add_argument("--outcome", type=Path, default=REPO / "outputs/outcome/generate")
+    args = parser.parse_args()
+    results = fake_server(args.target)
+    if (args.outcome / "commits.jsonl").exists():
+        results += real_run(args.outcome, 500)
+    (REPO / "bench" / "plan_bench.json").write_text(json.dumps(results, indent=1) + "\n")
+    print("| case | figure | planned [95%] | actual | plan error | inside |")
+    print("|---|---|---|---|---|---|")
+    for r in results:
+        p = r["planned"]
+        err = f"{r['error']:+.0%}" if r["error"] is not None else "-"
+        print(
+            f"| {r['case']} | {r['what']} | {p['value']:,.0f} [{p['low']:,.0f}-{p['high']:,.0f}]"
+            f" | {r['actual']:,.0f} | {err} | {'yes' if r['inside'] else 'no'} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
