@@ -193,7 +193,8 @@ def print_plan(plan: Any) -> None:
     if plan.hours is not None:
         out.print(
             f"wall: {plan.hours.text(2)} h in all, {plan.remaining_hours.text(2)} h left, "
-            f"at the pilot's pace (concurrency {pilot.concurrency or '?'})",
+            "at the pilot's pace"
+            + (f" (concurrency {pilot.concurrency})" if plan.backend == "openai" else ""),
             highlight=False,
         )
     else:
