@@ -181,6 +181,25 @@ def test_eval_loads_the_base_once_and_switches_the_adapter(
     ).read_text()
     assert tuned_variant.loss != pytest.approx(base.loss, rel=1e-3)
 
+    # Stopped and run again, it redoes nothing it had finished: each variant's losses and
+    # responses were kept as they came (arms/NAME.json).
+    from selfinstruct import evaluation
+
+    def never(*args: object, **kwargs: object) -> object:
+        raise AssertionError("recomputed a finished variant")
+
+    monkeypatch.setattr(evaluation, "_losses", never)
+    monkeypatch.setattr(evaluation, "_generate_transformers", never)
+    again = run_eval(
+        EvalConfig(output_dir=tmp_path / "both", adapter=tuned[0] / "adapter", **common)
+    )
+    assert [v.model_dump() for v in again.variants] == [v.model_dump() for v in both.variants]
+    # Other adapter weights are another variant: asked again.
+    weights = next((tuned[0] / "adapter").glob("adapter_model.*"))
+    weights.write_bytes(weights.read_bytes())  # same bytes, a new file stamp
+    with pytest.raises(AssertionError, match="recomputed"):
+        run_eval(EvalConfig(output_dir=tmp_path / "both", adapter=tuned[0] / "adapter", **common))
+
 
 def test_resume_from_the_last_checkpoint(small_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "ft"
