@@ -158,9 +158,6 @@ def print_plan(plan: Any) -> None:
     def cost(stage: Any) -> str:
         return f"${stage.cost_usd.text(2)}" if stage.cost_usd is not None else "-"
 
-    def tokens(e: Any) -> str:
-        return e.text()
-
     pilot = plan.pilot
     out.print(
         f"plan: {plan.target:,} tasks with {escape(plan.model)} ({plan.backend}), from "
@@ -178,8 +175,8 @@ def print_plan(plan: Any) -> None:
         table.add_row(
             name,
             stage.requests.text(),
-            tokens(stage.prompt_tokens),
-            tokens(stage.completion_tokens),
+            stage.prompt_tokens.text(),
+            stage.completion_tokens.text(),
             cost(stage),
         )
     out.print(table)

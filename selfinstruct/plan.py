@@ -95,6 +95,14 @@ class Estimate(BaseModel):
         low, high = min(float(low), central), max(float(high), central)
         return cls(value=float(central), low=low, high=high)
 
+    def scaled(self, factor: float, plus: float = 0.0) -> Estimate:
+        """The same figure in other units (x factor), plus a known amount."""
+        return Estimate(
+            value=self.value * factor + plus,
+            low=self.low * factor + plus,
+            high=self.high * factor + plus,
+        )
+
     def text(self, digits: int = 0, unit: str = "") -> str:
         def f(x: float) -> str:
             return f"{x:,.{digits}f}{unit}" if digits or abs(x) < 1e4 else compact(x)
@@ -150,8 +158,8 @@ class RunPlan(BaseModel):
     def headline(self) -> str:
         parts = [
             f"{self.total.requests.text()} requests",
-            f"{_tokens(self.total.prompt_tokens)} prompt + "
-            f"{_tokens(self.total.completion_tokens)} completion tokens",
+            f"{self.total.prompt_tokens.text()} prompt + "
+            f"{self.total.completion_tokens.text()} completion tokens",
         ]
         if self.total.cost_usd is not None:
             parts.append(f"${self.total.cost_usd.text(2)}")
@@ -167,10 +175,6 @@ def compact(x: float) -> str:
     if abs(x) >= 1e4:
         return f"{x / 1e3:.3g}k"
     return f"{x:,.0f}"
-
-
-def _tokens(e: Estimate) -> str:
-    return f"{compact(e.value)} [{compact(e.low)}-{compact(e.high)}]"
 
 
 # -- reading a run ---------------------------------------------------------------------------
@@ -338,7 +342,6 @@ def _rates(records: list[PromptRecord], seeds: int, prior_slope: float) -> _Rate
 @dataclass
 class _Projection:
     prompts: float  # instruction prompts beyond the pilot's
-    passed: float  # candidates past novelty beyond the pilot's
     accepted_after: float  # pool after a fixed number of prompts (filled in by the caller)
     requests: dict[str, float]
     prompt_tokens: dict[str, float]
@@ -362,7 +365,6 @@ def _project(rates: _Rates, seeds: int, start: int, target: int) -> _Projection:
     requests |= {s: passed * v for s, v in rates.per_passed.items()}
     return _Projection(
         prompts=prompts,
-        passed=passed,
         accepted_after=float("nan"),
         requests=requests,
         prompt_tokens={s: n * rates.prompt_tokens[s] for s, n in requests.items()},
@@ -466,16 +468,8 @@ def make_plan(
     hours = remaining_hours = None
     if pilot.seconds and pilot.requests:
         per_request = pilot.seconds / pilot.requests / 3600
-
-        def scaled(e: Estimate, plus: float = 0.0) -> Estimate:
-            return Estimate(
-                value=e.value * per_request + plus,
-                low=e.low * per_request + plus,
-                high=e.high * per_request + plus,
-            )
-
-        remaining_hours = scaled(remaining.requests)
-        hours = scaled(remaining.requests, pilot.seconds / 3600)
+        remaining_hours = remaining.requests.scaled(per_request)
+        hours = remaining.requests.scaled(per_request, pilot.seconds / 3600)
     prompts = est(best.prompts, "prompts", spent=float(pilot.prompts))
     reachable = best.prompts < 1e7
     return RunPlan(
@@ -602,10 +596,7 @@ def check_against(plan: RunPlan, run_dir: Path, seeds: int) -> PlanCheck | None:
         row(f"tasks after {at} prompts", plan.accepted_at_prompts, accepted_at),
     ]
     if plan.hours is not None and pilot.seconds:
-        seconds = Estimate(
-            value=plan.hours.value * 3600, low=plan.hours.low * 3600, high=plan.hours.high * 3600
-        )
-        rows.append(row("wall seconds", seconds, pilot.seconds))
+        rows.append(row("wall seconds", plan.hours.scaled(3600), pilot.seconds))
     return PlanCheck(target=plan.target, pilot_prompts=plan.pilot.prompts, rows=rows)
 
 
