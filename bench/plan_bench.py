@@ -1,13 +1,16 @@
 """Plan against actual: `selfinstruct plan` from a pilot, then the run it planned.
 
-    python bench/plan_bench.py [--target 300] [--outcome outputs/outcome/generate]
+    python bench/plan_bench.py [--target 300] [--outcome outputs/outcome/generate] [--vllm-server]
 
 1. The project's fake OpenAI server (tests/fake_openai.py, canned replies from the prompt, a
    30 ms service time), run as a user runs it: `selfinstruct plan -b openai --target 300
    --pilot-tasks 20`, then `selfinstruct generate` to 300 in the same run directory (it resumes
    the pilot). The canned replies repeat as the pool grows, so the novelty filter's rejects rise
    much faster than any real model's: the hard case for the yield model.
-2. A real engine's run: the outcome experiment's Gemma 3 270M run through vLLM in-process
+2. A real server, planned then run: vLLM's own OpenAI server (the `.venv-vllm` environment,
+   `make vllm-setup`) with the bundled SmolLM2-135M-Instruct on this CPU, the same two commands
+   at `--concurrency 32` (`--vllm-server`; minutes of CPU, so not run by default).
+3. A real engine's run: the outcome experiment's Gemma 3 270M run through vLLM in-process
    (bench/outcome.py, 518 tasks): plans made from its first 20, 50 and 100 tasks (its journal
    as it stood then, `make_plan(upto=...)`) against what the rest of the run used to reach 500.
 
@@ -34,6 +37,8 @@ from selfinstruct.backends.scripted import canned_reply  # noqa: E402
 from selfinstruct.plan import RunPlan, check_against, make_plan, read_pilot  # noqa: E402
 
 CLI = REPO / ".venv" / "bin" / "selfinstruct"
+# The default seed file's tasks: the pool a run without --seed-tasks starts from.
+DEFAULT_SEEDS = len((REPO / "seed_tasks" / "seed_tasks.jsonl").read_text().splitlines())
 
 
 def rows(label: str, plan: RunPlan, run_dir: Path, seeds: int) -> list[dict]:
@@ -66,7 +71,30 @@ def fake_server(target: int) -> list[dict]:
         subprocess.run([CLI, "plan", *common, "--pilot-tasks", "20"], check=True, env=env)
         plan = RunPlan.model_validate_json((run_dir / "plan.json").read_text())
         subprocess.run([CLI, "generate", *common], check=True, env=env)
-        return rows(f"fake server, pilot {plan.pilot.accepted} tasks", plan, run_dir, 181)
+        return rows(f"fake server, pilot {plan.pilot.accepted} tasks", plan, run_dir, DEFAULT_SEEDS)
+
+
+def vllm_server(target: int) -> list[dict]:
+    from vllm_env import VLLMServer, bundled_model_path
+
+    venv = REPO / ".venv-vllm" / "bin" / "python"
+    with tempfile.TemporaryDirectory() as tmp:
+        server = VLLMServer(venv, bundled_model_path(venv), Path(tmp) / "server.log")
+        try:
+            server.wait_ready()
+            run_dir = Path(tmp) / "run"
+            common = ["-b", "openai", "--base-url", server.url, "-m", server.name,
+                      "--completions", "--concurrency", "32", "--instruction-max-tokens", "200",
+                      "--instance-max-tokens", "120", "-o", str(run_dir), "--target",
+                      str(target), "-q"]  # fmt: skip
+            env = {"OPENAI_API_KEY": "unused", "PATH": "/usr/bin:/bin"}
+            subprocess.run([CLI, "plan", *common, "--pilot-tasks", "20"], check=True, env=env)
+            plan = RunPlan.model_validate_json((run_dir / "plan.json").read_text())
+            subprocess.run([CLI, "generate", *common], check=True, env=env)
+            label = f"SmolLM2-135M on vLLM's server, pilot {plan.pilot.accepted} tasks"
+            return rows(label, plan, run_dir, DEFAULT_SEEDS)
+        finally:
+            server.stop()
 
 
 def real_run(run_dir: Path, target: int) -> list[dict]:
@@ -86,11 +114,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--target", type=int, default=300)
     parser.add_argument("--outcome", type=Path, default=REPO / "outputs/outcome/generate")
+    parser.add_argument("--vllm-server", action="store_true", help="also case 2 (minutes)")
+    kept = "case 2 alone; the other cases' rows are kept from the last bench/plan_bench.json"
+    parser.add_argument("--only-vllm-server", action="store_true", help=kept)
     args = parser.parse_args()
-    results = fake_server(args.target)
-    if (args.outcome / "commits.jsonl").exists():
-        results += real_run(args.outcome, 500)
-    (REPO / "bench" / "plan_bench.json").write_text(json.dumps(results, indent=1) + "\n")
+    out = REPO / "bench" / "plan_bench.json"
+    if args.only_vllm_server:
+        kept = json.loads(out.read_text()) if out.exists() else []
+        results = [r for r in kept if "vLLM's server" not in r["case"]]
+    else:
+        results = fake_server(args.target)
+        if (args.outcome / "commits.jsonl").exists():
+            results += real_run(args.outcome, 500)
+    if args.vllm_server or args.only_vllm_server:
+        results += vllm_server(args.target)
+    out.write_text(json.dumps(results, indent=1) + "\n")
     print("| case | figure | planned [95%] | actual | plan error | inside |")
     print("|---|---|---|---|---|---|")
     for r in results:

@@ -210,6 +210,7 @@ class _Server:
         self.in_flight = 0
         self.turn = 0  # when it was last chosen: ties go round-robin
         self.failures = 0
+        self.failed_at = 0.0  # monotonic time of its last failed attempt
         self.down_since: float | None = None
         self.retry_at = 0.0
         self.rest = self.REST_FIRST
@@ -411,6 +412,7 @@ class OpenAIBackend:
         """Count a failed attempt on `server`; take it out once it looks dead."""
         server.last_error = self._last_error = self._redact(error)
         server.failures += 1
+        server.failed_at = time.monotonic()
         if not down and server.failures < server.FAILURES_DOWN:
             return
         now = time.monotonic()
@@ -533,6 +535,7 @@ class OpenAIBackend:
             wait = 0.0
         if status in CONGESTED:
             self._last_error = self._redact(f"HTTP {status} from {server.url}")
+            server.failed_at = time.monotonic()
             self._stats.rate_limited += status == 429
             await self._limit.congested(sent)
         else:
@@ -554,6 +557,11 @@ class OpenAIBackend:
                 "and that the server is running"
             )
         if self._last_ok is not None and now - self._last_ok > self.options.outage_wait:
+            # Every server must have failed since the last success before all are called down:
+            # on a loaded machine the wait can pass before a live server was even asked.
+            last_ok = self._last_ok
+            if any(s.down_since is None and s.failed_at <= last_ok for s in self._servers):
+                return
             since = time.strftime("%H:%M:%S", time.localtime(time.time() - (now - self._last_ok)))
             raise BackendError(
                 f"the server has not answered since {since} ({self._servers_said()}); waited "
