@@ -52,7 +52,10 @@ def wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
 
 
 def posts(server: VLLMServer) -> int:
-    return sum("POST /v1/" in line for line in server.log_text().splitlines())
+    """Completions the server answered (the router also asks each server to render every
+    prompt, `/v1/completions/render`, for its cache-aware choice: not counted)."""
+    done = ('"POST /v1/completions HTTP/1.1" 200', '"POST /v1/chat/completions HTTP/1.1" 200')
+    return sum(any(d in line for d in done) for line in server.log_text().splitlines())
 
 
 def run(args: argparse.Namespace, tmp: Path) -> dict:
@@ -137,11 +140,16 @@ def main() -> None:
     parser.add_argument("--target", type=int, default=40)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--kill-after", type=int, default=40, help="journal lines before the kill")
+    parser.add_argument("--keep", type=Path, help="keep the logs and the run in this folder")
     args = parser.parse_args()
     if args.mode == "router" and not ROUTER.exists():
         raise SystemExit(f"{ROUTER} is missing: make router-setup")
-    with tempfile.TemporaryDirectory() as tmp:
-        result = run(args, Path(tmp))
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        result = run(args, args.keep)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = run(args, Path(tmp))
     out = REPO / "bench" / "router_bench.json"
     kept = json.loads(out.read_text()) if out.exists() else []
     kept = [r for r in kept if r["mode"] != args.mode] + [result]
