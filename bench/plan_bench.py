@@ -34,7 +34,7 @@ sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 from fake_openai import FakeOpenAI, prompt_text  # noqa: E402  the test server, reused
 
 from selfinstruct.backends.scripted import canned_reply  # noqa: E402
-from selfinstruct.plan import RunPlan, check_against, make_plan, read_pilot  # noqa: E402
+from selfinstruct.plan import RunPlan, check_against, make_plan, read_pilot, read_plan  # noqa: E402
 
 CLI = REPO / ".venv" / "bin" / "selfinstruct"
 # The default seed file's tasks: the pool a run without --seed-tasks starts from.
@@ -57,21 +57,26 @@ def rows(label: str, plan: RunPlan, run_dir: Path, seeds: int) -> list[dict]:
     ]
 
 
-def fake_server(target: int) -> list[dict]:
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        FakeOpenAI(
-            lambda body, n: [("sleep", 0.03), ("ok", canned_reply(prompt_text(body)))]
-        ) as server,
-    ):
+def plan_then_run(url: str, model: str, target: int, label: str, extra: list[str]) -> list[dict]:
+    """`selfinstruct plan --pilot-tasks 20`, then `generate` to the target resuming the pilot, as
+    a user runs them; the plan's rows against what the run used."""
+    with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "run"
-        common = ["-b", "openai", "--base-url", server.url, "-m", "fake", "--completions",
+        common = ["-b", "openai", "--base-url", url, "-m", model, "--completions", *extra,
                   "-o", str(run_dir), "--target", str(target), "-q"]  # fmt: skip
         env = {"OPENAI_API_KEY": "unused", "PATH": "/usr/bin:/bin"}
         subprocess.run([CLI, "plan", *common, "--pilot-tasks", "20"], check=True, env=env)
-        plan = RunPlan.model_validate_json((run_dir / "plan.json").read_text())
+        plan = read_plan(run_dir)
+        assert plan is not None
         subprocess.run([CLI, "generate", *common], check=True, env=env)
-        return rows(f"fake server, pilot {plan.pilot.accepted} tasks", plan, run_dir, DEFAULT_SEEDS)
+        return rows(f"{label}, pilot {plan.pilot.accepted} tasks", plan, run_dir, DEFAULT_SEEDS)
+
+
+def fake_server(target: int) -> list[dict]:
+    with FakeOpenAI(
+        lambda body, n: [("sleep", 0.03), ("ok", canned_reply(prompt_text(body)))]
+    ) as server:
+        return plan_then_run(server.url, "fake", target, "fake server", [])
 
 
 def vllm_server(target: int) -> list[dict]:
@@ -82,17 +87,10 @@ def vllm_server(target: int) -> list[dict]:
         server = VLLMServer(venv, bundled_model_path(venv), Path(tmp) / "server.log")
         try:
             server.wait_ready()
-            run_dir = Path(tmp) / "run"
-            common = ["-b", "openai", "--base-url", server.url, "-m", server.name,
-                      "--completions", "--concurrency", "32", "--instruction-max-tokens", "200",
-                      "--instance-max-tokens", "120", "-o", str(run_dir), "--target",
-                      str(target), "-q"]  # fmt: skip
-            env = {"OPENAI_API_KEY": "unused", "PATH": "/usr/bin:/bin"}
-            subprocess.run([CLI, "plan", *common, "--pilot-tasks", "20"], check=True, env=env)
-            plan = RunPlan.model_validate_json((run_dir / "plan.json").read_text())
-            subprocess.run([CLI, "generate", *common], check=True, env=env)
-            label = f"SmolLM2-135M on vLLM's server, pilot {plan.pilot.accepted} tasks"
-            return rows(label, plan, run_dir, DEFAULT_SEEDS)
+            extra = ["--concurrency", "32", "--instruction-max-tokens", "200",
+                     "--instance-max-tokens", "120"]  # fmt: skip
+            label = "SmolLM2-135M on vLLM's server"
+            return plan_then_run(server.url, server.name, target, label, extra)
         finally:
             server.stop()
 
