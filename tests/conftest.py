@@ -83,3 +83,12 @@ def on_a_small_disk(tmp_path: Path, size: str, script: str) -> Path:
     if done.returncode == 99:
         pytest.skip("a tmpfs cannot be mounted in a namespace here")
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama of tests/tiny_model.py, built once per session (needs the bundled model's
+    tokenizer: `make setup`)."""
+    from tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")

@@ -143,7 +143,8 @@ needs_training = pytest.mark.skipif(
 )
 
 
-def _every_stage_job(tmp_path: Path, run_dir: Path) -> Path:
+def _every_stage_job(tmp_path: Path, run_dir: Path, model: Path) -> Path:
+    """Every stage; fine-tuning and eval on the tiny model of tests/tiny_model.py."""
     path = tmp_path / f"{run_dir.name}.yaml"
     path.write_text(
         f"run_dir: {run_dir}\n"
@@ -151,34 +152,37 @@ def _every_stage_job(tmp_path: Path, run_dir: Path) -> Path:
         "filter:\n  threshold: 0.7\n"
         "export:\n  format: prompt-completion\n"
         "finetune:\n  max_steps: 6\n  batch_size: 2\n  val_fraction: 0.0\n  save_steps: 1\n"
+        f"  base_model: {model}\n"
         f"eval:\n  data: {REPO / 'seed_tasks' / 'seed_tasks.jsonl'}\n  limit: 2\n"
-        "  max_new_tokens: 8\n"
+        f"  max_new_tokens: 8\n  base_model: {model}\n"
     )
     return path
 
 
 @pytest.mark.slow
 @needs_training
-def test_every_stage_killed_and_resumed_equals_uninterrupted(tmp_path: Path) -> None:
-    reference = run("run", str(_every_stage_job(tmp_path, tmp_path / "ref")))
+def test_every_stage_killed_and_resumed_equals_uninterrupted(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    reference = run("run", str(_every_stage_job(tmp_path, tmp_path / "ref", tiny_model)))
     assert reference.returncode == 0, reference.stderr
-    killed_job = _every_stage_job(tmp_path, tmp_path / "killed")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "selfinstruct.cli", "run", str(killed_job), "-q"], env=env
-    )
+    killed_job = _every_stage_job(tmp_path, tmp_path / "killed", tiny_model)
     # The event: fine-tuning, the stage that is costly to redo, has saved its first checkpoint
-    # and has not finished; the kill lands there, after generate, filter and export are done.
-    finetune = tmp_path / "killed" / "finetune"
+    # and waits there (tests/park_after_checkpoint.py); the kill lands mid-stage, after
+    # generate, filter and export are done.
+    marker = tmp_path / "parked"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PARK_AT_STEP": "1", "PARK_MARKER": str(marker)}
+    park = REPO / "tests" / "park_after_checkpoint.py"
+    proc = subprocess.Popen([sys.executable, str(park), "run", str(killed_job), "-q"], env=env)
     wait_until(
-        lambda: (
-            (finetune / "checkpoint-1" / "trainer_state.json").exists() or proc.poll() is not None
-        ),
+        lambda: Path(f"{marker}.rank0").exists() or proc.poll() is not None,
         "the first fine-tuning checkpoint",
         timeout=600,
     )
     proc.send_signal(signal.SIGKILL)
     assert proc.wait() == -9, "the job finished before the kill"
+    finetune = tmp_path / "killed" / "finetune"
+    assert (finetune / "checkpoint-1" / "trainer_state.json").exists()
     status = json.loads((tmp_path / "killed" / "status.json").read_text())
     assert status["stage"] == "finetune" and status["status"] == "running"
     assert not (finetune / "training_summary.json").exists()  # mid-stage

@@ -1,6 +1,6 @@
 """`selfinstruct finetune` under the launchers users run it with: torchrun and accelerate launch,
 two processes on this CPU (gloo), as real data parallel. Marked slow (a few real training steps
-of the bundled model each)."""
+each, of the tiny model of tests/tiny_model.py: what is tested is the launchers' plumbing)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import SEED_FILE
+from conftest import SEED_FILE, wait_until
 from vllm_env import free_port
+
+PARK = Path(__file__).with_name("park_after_checkpoint.py")
 
 pytestmark = [
     pytest.mark.slow,
@@ -34,14 +35,18 @@ TRAIN = ["--max-steps", "6", "--save-steps", "3", "--logging-steps", "3", "--max
 LOSS_TOLERANCE = 0.03
 
 
-def _finetune(out: Path, batch: int) -> list[str]:
+def _finetune(out: Path, batch: int, model: Path) -> list[str]:
     return ["-m", "selfinstruct.cli", "finetune", str(SEED_FILE), "-o", str(out), *TRAIN,
-            "--batch-size", str(batch)]  # fmt: skip
+            "--batch-size", str(batch), "--base-model", str(model)]  # fmt: skip
 
 
-def _torchrun(out: Path) -> list[str]:
+def _torchrun(out: Path, model: Path, script: Path | None = None) -> list[str]:
+    """torchrun with two processes; `script` in place of `-m selfinstruct.cli` when given."""
+    finetune = _finetune(out, 4, model)
+    if script is not None:
+        finetune[:2] = [str(script)]
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-            "--master_port", str(free_port()), *_finetune(out, 4)]  # fmt: skip
+            "--master_port", str(free_port()), *finetune]  # fmt: skip
 
 
 def _summary(out: Path) -> dict:
@@ -62,31 +67,40 @@ def _check_data_parallel(out: Path, stdout: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def single(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> dict:
     """One process, the same global batch (8), as the reference for the loss."""
     out = tmp_path_factory.mktemp("single") / "ft"
-    done = subprocess.run([sys.executable, *_finetune(out, 8)], capture_output=True, text=True)
+    cmd = [sys.executable, *_finetune(out, 8, tiny_model)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     return _summary(out)
 
 
-def test_torchrun_trains_data_parallel_and_resumes(tmp_path: Path, single: dict) -> None:
+def test_torchrun_trains_data_parallel_and_resumes(
+    tmp_path: Path, single: dict, tiny_model: Path
+) -> None:
     out = tmp_path / "ft"
-    # Stopped after the checkpoint at step 3, as a preempted job would be...
+    # Killed after the checkpoint at step 3, as a preempted job would be: both processes wait
+    # there (tests/park_after_checkpoint.py), so the kill cannot come after the end...
+    marker = tmp_path / "parked"
+    env = {**os.environ, "PARK_AT_STEP": "3", "PARK_MARKER": str(marker)}
     proc = subprocess.Popen(
-        _torchrun(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        _torchrun(out, tiny_model, PARK), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True, env=env,
     )  # fmt: skip
-    state = out / "checkpoint-3" / "trainer_state.json"  # written last: the checkpoint is whole
-    deadline = time.monotonic() + 600
-    while not state.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert state.exists() and proc.poll() is None, "no checkpoint at step 3 before the end"
+    parked = [Path(f"{marker}.rank{rank}") for rank in (0, 1)]
+    wait_until(
+        lambda: all(p.exists() for p in parked) or proc.poll() is not None,
+        "both processes past the checkpoint at step 3",
+        timeout=600,
+    )
+    assert proc.poll() is None, "the launcher ended before the checkpoint at step 3"
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(30)
-    assert not (out / "training_summary.json").exists()
+    assert (out / "checkpoint-3" / "trainer_state.json").exists()
+    assert not (out / "checkpoint-6").exists() and not (out / "training_summary.json").exists()
     # ...then the same command resumes from it, under the launcher.
-    done = subprocess.run(_torchrun(out), capture_output=True, text=True)
+    done = subprocess.run(_torchrun(out, tiny_model), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = _check_data_parallel(out, done.stdout)
     assert summary["resumed_from"].endswith("checkpoint-3")
@@ -96,12 +110,14 @@ def test_torchrun_trains_data_parallel_and_resumes(tmp_path: Path, single: dict)
     assert summary["tokens_seen"] == single["tokens_seen"]  # the same examples, in all
 
 
-def test_accelerate_launch_multi_process_on_cpu(tmp_path: Path, single: dict) -> None:
+def test_accelerate_launch_multi_process_on_cpu(
+    tmp_path: Path, single: dict, tiny_model: Path
+) -> None:
     out = tmp_path / "ft"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
            "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
            "--dynamo_backend", "no", "--main_process_port", str(free_port()),
-           *_finetune(out, 4)]  # fmt: skip
+           *_finetune(out, 4, tiny_model)]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = _check_data_parallel(out, done.stdout)
@@ -110,27 +126,29 @@ def test_accelerate_launch_multi_process_on_cpu(tmp_path: Path, single: dict) ->
     )
 
 
-def test_accelerate_cpu_flag_with_several_processes_is_refused(tmp_path: Path) -> None:
+def test_accelerate_cpu_flag_with_several_processes_is_refused(
+    tmp_path: Path, tiny_model: Path
+) -> None:
     """`accelerate launch --cpu --num_processes 2` starts one process (more need mpirun): it
     would train alone while the user asked for two, so it is refused before loading."""
     out = tmp_path / "ft"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes",
            "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           *_finetune(out, 4)]  # fmt: skip
+           *_finetune(out, 4, tiny_model)]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True)
     assert done.returncode != 0
     assert "accelerate launch --multi_gpu --num_processes N" in done.stderr
     assert not (out / "adapter").exists()
 
 
-def test_independent_copies_into_one_folder_are_refused(tmp_path: Path) -> None:
+def test_independent_copies_into_one_folder_are_refused(tmp_path: Path, tiny_model: Path) -> None:
     """`srun -n 2 selfinstruct finetune`: two processes that nothing joins into one job, each
     of which would train alone into the same folder. Refused before anything loads."""
     out = tmp_path / "ft"
     env = {**os.environ, "SLURM_STEP_NUM_TASKS": "2", "SLURM_PROCID": "1"}
     env.pop("WORLD_SIZE", None)
     done = subprocess.run(
-        [sys.executable, *_finetune(out, 4)], capture_output=True, text=True, env=env
+        [sys.executable, *_finetune(out, 4, tiny_model)], capture_output=True, text=True, env=env
     )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "do not train together" in done.stderr and "torchrun" in done.stderr
