@@ -1,16 +1,16 @@
 """`python tests/park_after_checkpoint.py ARGS...` runs `selfinstruct ARGS...` (also as torchrun's
 script) with one change: once the trainer's checkpoint at step $PARK_AT_STEP is whole, every
-process touches $PARK_MARKER.rank<N> and then waits for good, as a job would stand when a
-preemption comes. A kill test waits for the marker and kills there, mid-training for sure however
-fast the model trains (a tiny model runs a few steps between two polls). The code under test is
-unchanged: the wait is a trainer callback added from outside."""
+process touches $PARK_MARKER.rank<N> and then waits, as a job would stand when a preemption
+comes, until it is killed or its parent is. A kill test waits for the marker and kills there,
+mid-training for sure however fast the model trains (a tiny model runs a few steps between two
+polls). The code under test is unchanged: the wait is a trainer callback added from outside."""
 
 from __future__ import annotations
 
 import os
 import runpy
 import sys
-import threading
+import time
 from pathlib import Path
 
 import transformers
@@ -31,7 +31,12 @@ class ParkAfterCheckpoint(transformers.TrainerCallback):
         if state.global_step == STEP:
             rank = os.environ.get("RANK", "0")
             Path(f"{MARKER}.rank{rank}").touch()
-            threading.Event().wait()  # until killed
+            # Until killed; and gone with its parent (a launcher's workers may sit in a session
+            # of their own, out of reach of a kill of the launcher's group).
+            parent = os.getppid()
+            while os.getppid() == parent:
+                time.sleep(0.1)
+            os._exit(137)
         return control
 
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import SEED_FILE, wait_until
 from vllm_env import free_port
@@ -95,8 +95,14 @@ def test_torchrun_trains_data_parallel_and_resumes(
         timeout=600,
     )
     assert proc.poll() is None, "the launcher ended before the checkpoint at step 3"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(30)
+    # Every process of the job, as a preemption kills them: torchrun's workers run in sessions
+    # of their own, so a kill of the launcher's group alone leaves them behind.
+    job = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    assert len(job) == 3, job  # the launcher and its two workers
+    for process in job:
+        process.kill()
+    _, alive = psutil.wait_procs(job, timeout=30)
+    assert not alive, alive
     assert (out / "checkpoint-3" / "trainer_state.json").exists()
     assert not (out / "checkpoint-6").exists() and not (out / "training_summary.json").exists()
     # ...then the same command resumes from it, under the launcher.

@@ -218,6 +218,10 @@ def test_the_command_serves_until_interrupted(run: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "DISPLAY": "", "COLUMNS": "300"},
+        # Ctrl-C's default action, whatever this process inherited: a job started in the
+        # background by a shell without job control ignores SIGINT, and Python keeps it ignored
+        # (the review then never stopped, and the test waited out its timeout).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert proc.stdout is not None
