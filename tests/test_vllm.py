@@ -39,8 +39,9 @@ def server(
     venv: Path, model: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[VLLMServer]:
     log = tmp_path_factory.mktemp("vllm-a") / "server.log"
-    # Core 0 for this engine, core 1 for the client (and for the second server later).
-    server = VLLMServer(venv, model, log, cores="0").wait_ready()
+    # Both cores for this engine: the client's few requests take little of them. The second
+    # server of the kill test gets core 1 for its short life (the two share it until then).
+    server = VLLMServer(venv, model, log, cores="0-1").wait_ready()
     yield server
     server.stop()
 
