@@ -1,6 +1,7 @@
 """`python tests/park_after_checkpoint.py ARGS...` runs `selfinstruct ARGS...` (also as torchrun's
-script) with one change: once the trainer's checkpoint at step $PARK_AT_STEP is whole, every
-process touches $PARK_MARKER.rank<N> and then waits, as a job would stand when a preemption
+script) with one change: after the trainer's checkpoint at step $PARK_AT_STEP, every process
+touches $PARK_MARKER.rank<N> and then waits (rank 0's marker: the checkpoint is whole; rank 0
+writes it, and another rank may get there first), as a job would stand when a preemption
 comes, until it is killed or its parent is. A kill test waits for the marker and kills there,
 mid-training for sure however fast the model trains (a tiny model runs a few steps between two
 polls). The code under test is unchanged: the wait is a trainer callback added from outside."""
@@ -27,7 +28,7 @@ class ParkAfterCheckpoint(transformers.TrainerCallback):
         control: transformers.TrainerControl,
         **kwargs: object,
     ) -> transformers.TrainerControl:
-        # Called after the checkpoint's last file is written, on every process.
+        # Called on every process; on rank 0, after the checkpoint's last file is written.
         if state.global_step == STEP:
             rank = os.environ.get("RANK", "0")
             Path(f"{MARKER}.rank{rank}").touch()
@@ -48,6 +49,7 @@ def _init_and_park(self: transformers.Trainer, *args: object, **kwargs: object) 
     self.add_callback(ParkAfterCheckpoint())
 
 
-transformers.Trainer.__init__ = _init_and_park  # type: ignore[method-assign]
-sys.argv = ["selfinstruct", *sys.argv[1:]]
-runpy.run_module("selfinstruct.cli", run_name="__main__", alter_sys=True)
+if __name__ == "__main__":
+    transformers.Trainer.__init__ = _init_and_park  # type: ignore[method-assign]
+    sys.argv = ["selfinstruct", *sys.argv[1:]]
+    runpy.run_module("selfinstruct.cli", run_name="__main__", alter_sys=True)

@@ -212,16 +212,19 @@ def test_the_command_serves_until_interrupted(run: Path) -> None:
     import sys
     import urllib.request
 
+    # Ctrl-C's default action in the child, whatever this process inherited: a job started in
+    # the background by a shell without job control ignores SIGINT, and Python keeps it ignored
+    # (the review then never stopped, and the test waited out its timeout).
+    as_cli = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv[0] = 'selfinstruct'; runpy.run_module('selfinstruct.cli', run_name='__main__')"
+    )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "selfinstruct.cli", "review", str(run), "--size", "3"],
+        [sys.executable, "-c", as_cli, "review", str(run), "--size", "3"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "DISPLAY": "", "COLUMNS": "300"},
-        # Ctrl-C's default action, whatever this process inherited: a job started in the
-        # background by a shell without job control ignores SIGINT, and Python keeps it ignored
-        # (the review then never stopped, and the test waited out its timeout).
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert proc.stdout is not None

@@ -39,8 +39,8 @@ def server(
     venv: Path, model: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[VLLMServer]:
     log = tmp_path_factory.mktemp("vllm-a") / "server.log"
-    # Both cores for this engine: the client's few requests take little of them. The second
-    # server of the kill test gets core 1 for its short life (the two share it until then).
+    # Both cores for this engine: the client's few requests take little of them. The kill
+    # test's second server is bound to core 1, which the two share while the second lives.
     server = VLLMServer(venv, model, log, cores="0-1").wait_ready()
     yield server
     server.stop()
@@ -180,8 +180,9 @@ def test_vllm_in_process_killed_then_resumed_with_the_defaults(venv: Path, tmp_p
     """`selfinstruct generate -b vllm`: the bundled model, no memory or device flags. Killed
     once its engine is at work: SIGKILL runs no clean-up in the killed process, yet vLLM's
     engine processes, which spin on a core, must go (the backend's reaper kills them when their
-    parent is gone). The same command then resumes to the target, asking again only what was
-    in flight, and says so. (One test: each engine start costs half a minute on a CPU.)"""
+    parent is gone). The same command then resumes to the target, asking again what was in
+    flight at the kill, and says so in its summary. (One test: each engine start costs half a
+    minute on a CPU.)"""
     import psutil
 
     run_dir = tmp_path / "run"

@@ -64,8 +64,8 @@ def free_port() -> int:
 class VLLMServer:
     """`python -m vllm.entrypoints.openai.api_server` with the bundled model, on 127.0.0.1.
 
-    `cores` binds the engine to those CPU cores (two servers on one machine each get their
-    own); the KV cache is given a size, since the CPU engine refuses the default 92% of RAM."""
+    `cores` binds the engine to those CPU cores (e.g. "0-1", or "1" for a second server); the
+    KV cache is given a size, since the CPU engine refuses the default 92% of RAM."""
 
     def __init__(
         self,

@@ -228,12 +228,14 @@ class VLLMBackend:
         # process; stopped here, it cannot outlive us and kill a pid given away since.
         engine = getattr(getattr(self, "llm", None), "llm_engine", None)
         client = getattr(engine, "engine_core", None)
-        if client is not None and hasattr(client, "shutdown"):
-            client.shutdown()
-        if getattr(self, "_reaper", None) is not None:
-            self._reaper.kill()
-            self._reaper.wait()
-            self._reaper = None
+        try:
+            if client is not None and hasattr(client, "shutdown"):
+                client.shutdown()
+        finally:
+            if getattr(self, "_reaper", None) is not None:
+                self._reaper.kill()
+                self._reaper.wait()
+                self._reaper = None
 
     # -- the engine's side (one thread owns it) ----------------------------------------
 
