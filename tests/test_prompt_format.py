@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tiny_model import save_tiny_llama
 
 from selfinstruct import prompt_format
 from selfinstruct.errors import SelfInstructError
@@ -69,9 +70,8 @@ def test_layouts() -> None:
 
 def _tiny_model(folder: Path) -> Path:
     """A 2-layer Llama with a word-level tokenizer made here: no chat template, no download."""
-    import torch
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     words = " ".join(f"{a} {b} {c}" for a, b, c in TASKS)
     texts = [words, prompt_format.ALPACA_WITH_INPUT, prompt_format.ALPACA_WITHOUT_INPUT]
@@ -93,23 +93,7 @@ def _tiny_model(folder: Path) -> Path:
         eos_token="</s>",
     )
     assert not tokenizer.chat_template
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save_tiny_llama(tokenizer, folder, hidden_size=32, intermediate_size=64)
 
 
 def test_loss_masks_exactly_the_prompt(tmp_path: Path) -> None:
