@@ -21,34 +21,24 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "tests"), str(REPO)]
 
-from vllm_env import VLLMServer, bundled_model_path, free_port  # noqa: E402  the tests' launcher
+# the tests' launcher
+from vllm_env import (  # noqa: E402
+    VLLMServer,
+    bundled_model_path,
+    free_port,
+    wait_answering,
+)
 
 CLI = REPO / ".venv" / "bin" / "selfinstruct"
 ROUTER = REPO / ".venv-router" / "bin" / "vllm-router"
 VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
 SHORT = ["--instruction-max-tokens", "200", "--instance-max-tokens", "120"]
-
-
-def wait_http(url: str, timeout: float, proc: subprocess.Popen) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{url}: the process exited at start")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(1.0)
-    raise SystemExit(f"{url} did not answer in {timeout:g} s")
 
 
 def posts(server: VLLMServer) -> int:
@@ -75,7 +65,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
                  "--policy", args.policy, "--log-level", "warning"],
                 stdout=router_log, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
-            wait_http(f"http://127.0.0.1:{port}/v1/models", 120, router)
+            wait_answering(f"http://127.0.0.1:{port}/v1/models", router, "vllm-router", 120)
             urls = [f"http://127.0.0.1:{port}/v1"]
         else:
             urls = [a.url, b.url]

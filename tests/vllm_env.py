@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -59,6 +60,34 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def answers(url: str) -> bool:
+    """Does `url` answer 200 now?"""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def wait_answering(
+    url: str,
+    proc: subprocess.Popen,
+    what: str,
+    timeout: float,
+    log_tail: Callable[[], str] = lambda: "",
+) -> None:
+    """Return once `url` answers 200; RuntimeError, with `log_tail()`, if `proc` exits first or
+    `timeout` s pass. A server started by a test or a bench (vLLM's, its router)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited at start:\n{log_tail()}")
+        if answers(url):
+            return
+        time.sleep(1.0)
+    raise RuntimeError(f"{what} did not start in {timeout:g} s:\n{log_tail()}")
 
 
 class VLLMServer:
@@ -111,21 +140,11 @@ class VLLMServer:
         )
 
     def wait_ready(self, timeout: float = 300.0) -> VLLMServer:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the vLLM server exited at start:\n{self.log_tail()}")
-            if self.healthy():
-                return self
-            time.sleep(1.0)
-        raise RuntimeError(f"the vLLM server did not start in {timeout:g} s:\n{self.log_tail()}")
+        wait_answering(f"{self.url}/models", self.proc, "the vLLM server", timeout, self.log_tail)
+        return self
 
     def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.url}/models", timeout=5) as response:
-                return response.status == 200
-        except OSError:
-            return False
+        return answers(f"{self.url}/models")
 
     def alive(self) -> bool:
         return self.proc.poll() is None and self.healthy()
