@@ -37,6 +37,8 @@ def backend_line(stats: Any) -> str:
         parts.append(f"rate limit: {stats.pace}")
     if stats.live_tokens:
         parts.append(f"writing: {stats.live_tokens:,} tokens so far")
+    elif stats.live_prompt:
+        parts.append(f"reading prompts: {stats.live_read:,} of {stats.live_prompt:,} tokens")
     if stats.batches:
         parts.append(f"batches {stats.batches} (largest {stats.largest_batch})")
     return ", ".join(parts)

@@ -9,6 +9,7 @@ import types
 from pathlib import Path
 
 import pytest
+from conftest import wait_until
 
 from selfinstruct.backends import make_backend
 from selfinstruct.backends.base import BackendError, SamplingParams
@@ -262,6 +263,46 @@ def test_batched_backend_answers_everything_waiting_in_one_call() -> None:
     stats = backend.stats()
     assert (stats.batches, stats.largest_batch, stats.in_flight) == (2, 5, 0)
     backend.close()
+
+
+def test_batched_backend_takes_the_most_urgent_first_and_cancels_what_is_left() -> None:
+    # The loop commits prompts in order: a batch of the newest prompts' requests would keep
+    # the oldest waiting (and a run that reaches its target there pays for them all).
+    import threading
+
+    from selfinstruct.backends.base import BatchedBackend, Completion
+
+    release, taken = threading.Event(), threading.Event()
+    calls: list[list[str]] = []
+
+    class Slow(BatchedBackend):
+        name, model, chat, max_batch = "slow", "m", False, 2
+
+        def _generate_batch(self, prompts, params):  # type: ignore[no-untyped-def]
+            calls.append(list(prompts))
+            taken.set()
+            release.wait(5)
+            return [Completion(text=f"{p}!") for p in prompts]
+
+    backend = Slow()
+    params = SamplingParams()
+    first = backend.submit("0", "first", params, (0, 0))  # blocks the worker
+    assert taken.wait(5)
+    waiting = {
+        name: backend.submit(name, name, params, priority)
+        for name, priority in [("late", (1, 3)), ("early", (1, 1)), ("instr", (0, 5)),
+                               ("early2", (1, 1)), ("last", (1, 9))]
+    }  # fmt: skip
+    closing = threading.Thread(target=backend.close)
+    closing.start()  # the stop comes after the five: two more batches of two, one left
+    wait_until(lambda: backend._queue.qsize() == 6, "the stop to be queued")
+    release.set()
+    closing.join(5)
+    assert first.result(5).text == "first!"
+    assert calls == [["first"], ["instr", "early"]]  # by priority, then arrival
+    assert [waiting[n].result(5).text for n in ("instr", "early")] == ["instr!", "early!"]
+    assert all(waiting[n].cancelled() for n in ("early2", "late", "last"))
+    assert backend.stats().in_flight == 0
 
 
 def test_a_cancelled_queued_request_is_skipped_and_the_worker_survives() -> None:

@@ -82,3 +82,62 @@ def test_a_gguf_file_that_is_no_model_is_refused(
     bad.write_bytes(b"GGUF" + b"\0" * 64)
     with pytest.raises(BackendError, match=r"broken\.gguf"):
         resolve_model(str(bad))
+
+
+def test_each_row_samples_with_its_own_seed(tiny_model: Path) -> None:
+    """Requests that differ only in their seed share one batch, and a request's text depends on
+    its seed, not on which requests share its batch (on the tiny model: what is tested is the
+    sampling, not the words)."""
+    from selfinstruct.backends.local import LocalBackend
+    from selfinstruct.config import LocalOptions, SamplingParams
+
+    backend = LocalBackend(str(tiny_model), LocalOptions(dtype="float32"), chat=False)
+    calls = 0
+    generate = backend.lm.generate
+
+    def counted(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        return generate(*args, **kwargs)
+
+    backend.lm.generate = counted  # type: ignore[method-assign]
+    params = SamplingParams(temperature=0.7, top_p=0.9, max_tokens=12)
+    seeded = [params.model_copy(update={"seed": s}) for s in (6, 5, 7)]
+    a, b = "List three fruits:", "Name a colour and say why it is a nice one:"
+    # _generate_mixed is what the batching worker calls with every request that is waiting.
+    (alone,) = backend._generate_mixed([a], [seeded[1]])
+    together = backend._generate_mixed([b, a, a], seeded)
+    again = backend._generate_mixed([b, a, a], seeded)
+    assert calls == 3  # one batch each time, not one per seed
+    assert together[1].text == alone.text  # seed 5's text, with or without batchmates
+    assert together[2].text != together[1].text  # same prompt, another seed
+    assert [c.text for c in again] == [c.text for c in together]
+    # One seed for a whole call: equal prompts still differ, and the call repeats.
+    pair = backend.generate([a, a], seeded[0])
+    assert pair[0].text != pair[1].text
+    assert [c.text for c in backend.generate([a, a], seeded[0])] == [c.text for c in pair]
+    greedy = backend.generate([a, b], params.model_copy(update={"temperature": 0.0}))
+    assert [
+        c.text for c in backend.generate([a, b], params.model_copy(update={"temperature": 0.0}))
+    ] == [c.text for c in greedy]
+
+
+def test_closing_stops_the_batch_that_runs(tiny_model: Path) -> None:
+    """A run that reached its target closes the backend while a batch may still be writing to
+    max_tokens for nobody: closing ends it at the next forward pass."""
+    from conftest import wait_until
+
+    from selfinstruct.backends.local import LocalBackend
+    from selfinstruct.config import LocalOptions, SamplingParams
+    from selfinstruct.errors import BackendError
+
+    backend = LocalBackend(str(tiny_model), LocalOptions(dtype="float32"), chat=False)
+    params = SamplingParams(temperature=0.0, max_tokens=1500, ignore_eos=True)
+    future = backend.submit("0", "Count from one to a thousand:", params)
+    wait_until(lambda: backend.stats().live_tokens > 0, "the batch to write")
+    backend.close()
+    assert isinstance(future.exception(timeout=5), BackendError)
+    assert backend.stats().in_flight == 0
+    # Usable again after a close (a new worker starts).
+    (again,) = backend.generate(["Name a fruit:"], params.model_copy(update={"max_tokens": 4}))
+    assert again.text

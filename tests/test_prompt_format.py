@@ -214,15 +214,24 @@ def test_local_generation_counts_tokens_while_a_batch_runs(
     tokenizer = AutoTokenizer.from_pretrained(folder)
     backend = LocalBackend.from_loaded(model, tokenizer, "tiny", chat=False, batch_size=4)
     seen: list[int] = []
+    read: list[tuple[int, int]] = []
     counter = local._TokenCounter
 
     class Watching(counter):  # type: ignore[misc, valid-type]
         def put(self, value: Any) -> None:
             super().put(value)
-            seen.append(backend.stats().live_tokens)
+            stats = backend.stats()
+            seen.append(stats.live_tokens)
+            read.append((stats.live_read, stats.live_prompt))
 
     monkeypatch.setattr(local, "_TokenCounter", Watching)
-    backend.generate(["Add the two numbers."] * 3, SamplingParams(temperature=0, max_tokens=6))
+    monkeypatch.setattr(local, "PREFILL_CHUNK", 4)  # the prompts are read in several passes
+    prompts = ["Add the two numbers.", "Sort the list of numbers from the smallest up."]
+    backend.generate(prompts + prompts[:1], SamplingParams(temperature=0, max_tokens=6))
     steps = [n for n in seen if n]
     assert len(steps) >= 3 and steps == sorted(steps) and steps[0] == 3  # 3 rows a step
-    assert backend.stats().live_tokens == 0  # back to zero between batches
+    padded = 3 * len(tokenizer(prompts[1])["input_ids"])
+    assert read[0] == (0, padded)  # told the prompt: nothing read yet
+    assert read[1] == (padded, padded)  # the first token written: every prompt read
+    stats = backend.stats()  # back to zero between batches
+    assert (stats.live_tokens, stats.live_read, stats.live_prompt) == (0, 0, 0)

@@ -6,13 +6,15 @@ that the text was cut off, so it can drop the last, truncated item.
 
 The generate loop hands a backend each request the moment it is ready (`submit`, which returns a
 future) and never waits for a whole stage, so an API with many slots, or a vLLM engine that wants
-hundreds of sequences, always has work. Backends that answer in batches (local transformers,
-vLLM in-process, the scripted one) derive from `BatchedBackend`: a worker thread takes every
-request that is waiting, at most `max_batch`, and answers them in one call.
+hundreds of sequences, always has work. A backend that answers in batches (local transformers)
+derives from `BatchedBackend`: a worker thread takes the most urgent requests
+that are waiting, at most `max_batch`, and answers them in one call.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import queue
 import threading
 from collections import defaultdict
@@ -64,6 +66,9 @@ class BackendStats(BaseModel):
     # Tokens written so far by the batch an in-process engine is generating (0 between
     # batches): a long batch moves the progress line while it runs.
     live_tokens: int = 0
+    # Prompt tokens (padding included) that batch reads before it writes, and read so far.
+    live_prompt: int = 0
+    live_read: int = 0
 
 
 class Backend(Protocol):
@@ -94,12 +99,20 @@ _STOP = object()
 
 class BatchedBackend:
     """`submit` for backends that answer a batch per call: requests wait in a queue, and a
-    worker thread takes all that are waiting (at most `max_batch`) into one call."""
+    worker thread takes the most urgent of those waiting (lowest priority, then arrival; at
+    most `max_batch`) into one call. By priority, because the loop commits prompts in order:
+    taken in arrival order, the newest prompts' requests filled batches while the oldest
+    prompt waited, and a run that reached its target there had paid for them all (half of
+    `make demo`'s classification and instance requests, bench/BENCHMARKS.md)."""
 
     max_batch = 64
 
     def __init__(self) -> None:
         self._queue: queue.Queue[object] = queue.Queue()
+        self._order = itertools.count()
+        # Set by `close`: a subclass that can stop a running batch (local) stops it, since
+        # nobody waits for its answers any more.
+        self._closing = threading.Event()
         self._worker: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._stats = BackendStats()
@@ -137,25 +150,33 @@ class BatchedBackend:
                 self._worker = threading.Thread(target=self._serve, daemon=True)
                 self._worker.start()
             self._stats.in_flight += 1
-        self._queue.put((prompt, params, future))
+        self._queue.put((priority, next(self._order), (prompt, params, future)))
         return future
 
     def _serve(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is _STOP:
-                return
-            batch = [item]
-            while len(batch) < self.max_batch:
+        waiting: list[Any] = []  # a heap of (priority, arrival, request)
+        stopping = False
+        while not stopping:
+            if not waiting:
+                item = self._queue.get()
+                if item is _STOP:
+                    return
+                heapq.heappush(waiting, item)
+            while True:  # everything that has arrived meanwhile competes for this batch
                 try:
-                    more = self._queue.get_nowait()
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if more is _STOP:
-                    self._queue.put(_STOP)  # finish this batch, then stop
+                if item is _STOP:
+                    stopping = True  # answer this batch, then stop
                     break
-                batch.append(more)
-            self._answer(batch)  # type: ignore[arg-type]
+                heapq.heappush(waiting, item)
+            take = min(len(waiting), self.max_batch)
+            self._answer([heapq.heappop(waiting)[2] for _ in range(take)])
+        for _, _, (_, _, future) in waiting:  # left when the backend closed: nobody waits on
+            if future.cancel():  # them forever
+                with self._start_lock:
+                    self._stats.in_flight -= 1
 
     def _answer(self, batch: list[tuple[Prompt, SamplingParams, Future[Completion]]]) -> None:
         stats = self._stats
@@ -192,8 +213,10 @@ class BatchedBackend:
         with self._start_lock:
             worker, self._worker = self._worker, None
         if worker is not None:
+            self._closing.set()
             self._queue.put(_STOP)
             worker.join()
+            self._closing.clear()  # a backend may be used again (a new worker starts)
 
 
 __all__ = [

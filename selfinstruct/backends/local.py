@@ -11,7 +11,9 @@ request waiting (the pipelined loop keeps many ready) and generates them in batc
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +31,12 @@ from selfinstruct.config import LocalOptions
 from selfinstruct.models import BUNDLED, inference_imports, native_bf16, resolve_model
 
 DType = Literal["auto", "float32", "bfloat16"]
+
+# Prompt positions per forward pass while a batch reads its prompts, on a CPU. Measured with
+# SmolLM2-135M on 2 cores (bench/BENCHMARKS.md): 32 prompts of 500 tokens read in 34.8 s in
+# one pass, 24.9 s in chunks of 128 (fp32; bf16 18.0 -> 14.7 s); 64, 256 and 32 were slower
+# than 128, and 8 or 16 prompts gained as well. Same first tokens.
+PREFILL_CHUNK = 128
 
 
 class LocalBackend(BatchedBackend):
@@ -77,7 +85,9 @@ class LocalBackend(BatchedBackend):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.chat = chat and bool(getattr(self.tokenizer, "chat_template", None))
         self.batch_size = batch_size
-        self.max_batch = max(self.max_batch, batch_size)
+        # One call per batch, chosen by priority: a larger take would be split by length,
+        # and the most urgent requests could wait for the second half.
+        self.max_batch = batch_size
         self.generated_tokens = 0
         self.generation_seconds = 0.0
 
@@ -88,15 +98,43 @@ class LocalBackend(BatchedBackend):
             prompt, tokenize=False, add_generation_prompt=True
         )
 
+    def _generate_mixed(
+        self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]
+    ) -> list[Completion]:
+        # Requests that differ only in their seed (the instruction prompts: one seed each) share
+        # a batch, each row sampling with its own seed; grouped by the full settings they ran
+        # one at a time, 50 s of make demo's 136 s of generation (bench/BENCHMARKS.md).
+        groups: dict[SamplingParams, list[int]] = defaultdict(list)
+        for k, p in enumerate(params):
+            groups[p.model_copy(update={"seed": None})].append(k)
+        out: list[Completion | None] = [None] * len(prompts)
+        for p, members in groups.items():
+            seeds = [params[k].seed for k in members]
+            answers = self._run([prompts[k] for k in members], p, seeds)
+            for k, completion in zip(members, answers, strict=True):
+                out[k] = completion
+        return [c for c in out if c is not None]
+
     def _generate_batch(
         self, prompts: Sequence[Prompt], params: SamplingParams
     ) -> list[Completion]:
+        # One seed for a whole batch: each row's seed is drawn from it, so equal prompts in
+        # one call still differ.
+        seeds: list[int | None] = [None] * len(prompts)
+        if params.seed is not None:
+            draw = self._torch.Generator().manual_seed(params.seed)
+            seeds = [int(s) for s in self._torch.randint(2**62, (len(prompts),), generator=draw)]
+        return self._run(prompts, params.model_copy(update={"seed": None}), seeds)
+
+    def _run(
+        self, prompts: Sequence[Prompt], params: SamplingParams, seeds: Sequence[int | None]
+    ) -> list[Completion]:
+        """Generate with the same settings for every prompt; a sampled row uses its own seed
+        (or one drawn from torch's global generator)."""
         torch = self._torch
         texts = [self._text(p) for p in prompts]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding
         out: list[Completion | None] = [None] * len(texts)
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
             # Text made by the chat template already holds the special tokens it needs; the
@@ -113,10 +151,17 @@ class LocalBackend(BatchedBackend):
                 "max_new_tokens": params.max_tokens,
                 "pad_token_id": self.tokenizer.pad_token_id,
             }
+            # Sampling is done by _RowSampler, last of the logits processors; transformers'
+            # own sampling draws every row from one generator, seeded once per call.
+            kwargs["do_sample"] = False
             if params.temperature > 0:
-                kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
-            else:
-                kwargs.update(do_sample=False)
+                kwargs["logits_processor"] = _RowSampler.listed(
+                    torch,
+                    [seeds[i] for i in batch],
+                    params.temperature,
+                    params.top_p,
+                    getattr(self.lm.generation_config, "top_k", None),
+                )
             if params.presence_penalty > 0:
                 # transformers has no presence penalty; a mild repetition penalty plays its role.
                 kwargs["repetition_penalty"] = 1.0 + params.presence_penalty / 20
@@ -124,10 +169,21 @@ class LocalBackend(BatchedBackend):
                 kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
             if params.ignore_eos and self.tokenizer.eos_token_id is not None:
                 kwargs["suppress_tokens"] = [self.tokenizer.eos_token_id]
+            if self.device == "cpu":
+                # The prompts are read PREFILL_CHUNK positions at a time: faster on a CPU, and
+                # the progress line moves while a long batch reads its prompts.
+                kwargs["prefill_chunk_size"] = PREFILL_CHUNK
             started = time.perf_counter()
-            with torch.no_grad():
-                generated = self.lm.generate(**enc, **kwargs, streamer=_TokenCounter(self._stats))
-            self._stats.live_tokens = 0
+            counter = _TokenCounter(self._stats, self.tokenizer.pad_token_id, self._closing)
+            self._stats.live_prompt = int(enc["input_ids"].numel())
+            model = getattr(self.lm, "get_base_model", lambda: self.lm)()  # under an adapter
+            reading = model.register_forward_pre_hook(counter.read, with_kwargs=True)
+            try:
+                with torch.no_grad():
+                    generated = self.lm.generate(**enc, **kwargs, streamer=counter)
+            finally:
+                reading.remove()
+                self._stats.live_tokens = self._stats.live_read = self._stats.live_prompt = 0
             self.generation_seconds += time.perf_counter() - started
             prompt_len = enc["input_ids"].shape[1]
             for row, i in enumerate(batch):
@@ -144,19 +200,86 @@ class LocalBackend(BatchedBackend):
         return [c for c in out if c is not None]
 
 
-class _TokenCounter:
-    """Told each generated step's tokens by transformers' `generate` (a streamer): counts them
-    into the backend's stats while the batch runs, so progress moves inside a long batch."""
+class _RowSampler:
+    """Samples each row's next token with a generator of its own (seeded by its request), so a
+    request's text does not depend on which others share its batch; hands `generate` logits
+    that leave only the drawn token, which its greedy step then takes."""
 
-    def __init__(self, stats: Any) -> None:
+    def __init__(
+        self,
+        torch: Any,
+        seeds: Sequence[int | None],
+        temperature: float,
+        top_p: float,
+        top_k: int | None,
+    ) -> None:
+        from transformers import (
+            LogitsProcessorList,
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        self.torch = torch
+        self.generators = [
+            torch.Generator().manual_seed(int(torch.randint(2**62, (1,))) if seed is None else seed)
+            for seed in seeds
+        ]
+        # The warpers transformers applies when it samples, in its order.
+        warpers: list[Any] = [TemperatureLogitsWarper(temperature)]
+        if top_k:
+            warpers.append(TopKLogitsWarper(top_k))
+        if top_p < 1.0:
+            warpers.append(TopPLogitsWarper(top_p))
+        self.warpers = LogitsProcessorList(warpers)
+
+    @classmethod
+    def listed(cls, *args: Any) -> Any:
+        """The sampler in the list `generate` takes."""
+        from transformers import LogitsProcessorList
+
+        return LogitsProcessorList([cls(*args)])
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        torch = self.torch
+        probs = torch.softmax(self.warpers(input_ids, scores).float(), dim=-1).cpu()
+        picks = torch.cat(
+            [torch.multinomial(probs[row], 1, generator=g) for row, g in enumerate(self.generators)]
+        ).to(scores.device)
+        only = torch.full_like(scores, float("-inf"))
+        return only.scatter_(1, picks[:, None], 0.0)
+
+
+class _TokenCounter:
+    """Counts into the backend's stats, while a batch runs, the prompt tokens read (a hook
+    before each forward pass, until the first token is written) and the tokens each step
+    writes (told by `generate`, as its streamer): the progress line moves inside a long
+    batch."""
+
+    def __init__(self, stats: Any, pad: int | None, closing: threading.Event) -> None:
         self.stats = stats
+        self.pad = pad
+        self.closing = closing
         self.prompt_seen = False  # the first call hands over the prompt itself
+        self.writing = False
+
+    def read(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        # A run that stopped (its target reached) no longer waits for this batch: closing, the
+        # backend ends it at the next forward pass instead of writing to max_tokens.
+        if self.closing.is_set():
+            raise BackendError("the backend was closed while this batch ran")
+        ids = kwargs.get("input_ids")
+        if not self.writing and ids is not None:
+            self.stats.live_read += int(ids.numel())
 
     def put(self, value: Any) -> None:
         if not self.prompt_seen:
             self.prompt_seen = True
             return
-        self.stats.live_tokens += int(value.numel())
+        self.writing = True
+        # A row that has finished is handed padding until the whole batch has: not written.
+        written = value.numel() if self.pad is None else (value != self.pad).sum()
+        self.stats.live_tokens += int(written)
 
     def end(self) -> None:
         pass
