@@ -20,8 +20,9 @@ out = Console()
 err = Console(stderr=True)
 
 
-def backend_line(stats: Any) -> str:
-    """In flight / limit / retries / 429s / timeouts, as far as the backend has them."""
+def backend_line(stats: Any, live: bool = True) -> str:
+    """In flight / limit / retries / 429s / timeouts, as far as the backend has them; `live`
+    adds what the running batch has read and written (not for a summary)."""
     parts = [f"in flight {stats.in_flight}" + (f"/{stats.limit}" if stats.limit else "")]
     for name, value in (
         ("retries", stats.retries),
@@ -35,7 +36,9 @@ def backend_line(stats: Any) -> str:
         parts.append(f"down: {' '.join(stats.down)}")
     if stats.pace:
         parts.append(f"rate limit: {stats.pace}")
-    if stats.live_tokens:
+    if not live:
+        pass
+    elif stats.live_tokens:
         parts.append(f"writing: {stats.live_tokens:,} tokens so far")
     elif stats.live_prompt:
         parts.append(f"reading prompts: {stats.live_read:,} of {stats.live_prompt:,} tokens")
@@ -126,7 +129,7 @@ def print_generate_summary(summary: Any) -> None:
     table.add_row("[green]accepted tasks[/]", f"{summary.accepted:,} / {summary.target:,}")
     table.add_row("instruction prompts", f"{summary.prompts:,}")
     table.add_row("requests", f"{summary.requests:,}")
-    table.add_row("backend", backend_line(summary.backend))
+    table.add_row("backend", backend_line(summary.backend, live=False))
     table.add_row(
         "tokens (prompt + completion)", f"{summary.prompt_tokens:,} + {summary.completion_tokens:,}"
     )

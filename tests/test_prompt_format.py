@@ -235,3 +235,16 @@ def test_local_generation_counts_tokens_while_a_batch_runs(
     assert read[1] == (padded, padded)  # the first token written: every prompt read
     stats = backend.stats()  # back to zero between batches
     assert (stats.live_tokens, stats.live_read, stats.live_prompt) == (0, 0, 0)
+
+
+def test_the_progress_line_shows_what_a_running_batch_reads_and_writes() -> None:
+    from selfinstruct.backends.base import BackendStats
+    from selfinstruct.display import backend_line
+
+    reading = BackendStats(in_flight=32, live_prompt=12_192, live_read=8_192)
+    assert "reading prompts: 8,192 of 12,192 tokens" in backend_line(reading)
+    writing = reading.model_copy(update={"live_read": 12_192, "live_tokens": 440})
+    line = backend_line(writing)
+    assert "writing: 440 tokens so far" in line and "reading" not in line
+    # A summary is written once the loop stopped: no batch's progress in it.
+    assert backend_line(writing, live=False) == "in flight 32"
