@@ -36,11 +36,9 @@ def backend_line(stats: Any, live: bool = True) -> str:
         parts.append(f"down: {' '.join(stats.down)}")
     if stats.pace:
         parts.append(f"rate limit: {stats.pace}")
-    if not live:
-        pass
-    elif stats.live_tokens:
+    if live and stats.live_tokens:
         parts.append(f"writing: {stats.live_tokens:,} tokens so far")
-    elif stats.live_prompt:
+    elif live and stats.live_prompt:
         parts.append(f"reading prompts: {stats.live_read:,} of {stats.live_prompt:,} tokens")
     if stats.batches:
         parts.append(f"batches {stats.batches} (largest {stats.largest_batch})")

@@ -477,7 +477,10 @@ def summarize(gen: Generator, started: float) -> GenerateSummary:
         instances_dropped=gen.tally.instances,
         parse_coverage=gen.coverage,
         table1=table1(gen.accepted),
-        backend=gen.backend.stats(),
+        # A batch still running when the loop stopped is not part of the run's record.
+        backend=gen.backend.stats().model_copy(
+            update={"live_tokens": 0, "live_read": 0, "live_prompt": 0}
+        ),
         seconds=round(time.perf_counter() - started, 3),
         reasked_requests=gen.dispatch.reasked,
         reasked_tokens=gen.dispatch.reasked_tokens,

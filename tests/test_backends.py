@@ -288,20 +288,27 @@ def test_batched_backend_takes_the_most_urgent_first_and_cancels_what_is_left() 
     params = SamplingParams()
     first = backend.submit("0", "first", params, (0, 0))  # blocks the worker
     assert taken.wait(5)
-    waiting = {
-        name: backend.submit(name, name, params, priority)
-        for name, priority in [("late", (1, 3)), ("early", (1, 1)), ("instr", (0, 5)),
-                               ("early2", (1, 1)), ("last", (1, 9))]
-    }  # fmt: skip
+    order = [("late", (1, 3)), ("early", (1, 1)), ("instr", (0, 5)), ("early2", (1, 1))]
+    waiting = {name: backend.submit(name, name, params, priority) for name, priority in order}
+    release.set()
+    assert [waiting[n].result(5).text for n in ("instr", "early")] == ["instr!", "early!"]
+    assert [waiting[n].result(5).text for n in ("early2", "late")] == ["early2!", "late!"]
+    assert calls == [["first"], ["instr", "early"], ["early2", "late"]]  # priority, arrival
+
+    # Closed while requests wait: the running batch is answered, the waiting ones cancelled
+    # (nobody waits on them forever).
+    release.clear()
+    taken.clear()
+    running = backend.submit("r", "running", params)
+    assert taken.wait(5)
+    left = [backend.submit(str(k), f"left{k}", params) for k in range(3)]
     closing = threading.Thread(target=backend.close)
-    closing.start()  # the stop comes after the five: two more batches of two, one left
-    wait_until(lambda: backend._queue.qsize() == 6, "the stop to be queued")
+    closing.start()
+    wait_until(lambda: backend._queue.qsize() == 4, "the stop to be queued")
     release.set()
     closing.join(5)
-    assert first.result(5).text == "first!"
-    assert calls == [["first"], ["instr", "early"]]  # by priority, then arrival
-    assert [waiting[n].result(5).text for n in ("instr", "early")] == ["instr!", "early!"]
-    assert all(waiting[n].cancelled() for n in ("early2", "late", "last"))
+    assert running.result(5).text == "running!" and first.result(5).text == "first!"
+    assert all(f.cancelled() for f in left) and calls[-1] == ["running"]
     assert backend.stats().in_flight == 0
 
 

@@ -113,6 +113,8 @@ def test_each_row_samples_with_its_own_seed(tiny_model: Path) -> None:
     assert together[2].text != together[1].text  # same prompt, another seed
     assert [c.text for c in again] == [c.text for c in together]
     # One seed for a whole call: equal prompts still differ, and the call repeats.
+    (one,) = backend.generate([a], seeded[1])  # the call's first row takes its seed
+    assert one.text == alone.text
     pair = backend.generate([a, a], seeded[0])
     assert pair[0].text != pair[1].text
     assert [c.text for c in backend.generate([a, a], seeded[0])] == [c.text for c in pair]

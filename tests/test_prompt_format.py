@@ -217,7 +217,13 @@ def test_local_generation_counts_tokens_while_a_batch_runs(
     read: list[tuple[int, int]] = []
     counter = local._TokenCounter
 
+    passes: list[int] = []
+
     class Watching(counter):  # type: ignore[misc, valid-type]
+        def read(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+            super().read(module, args, kwargs)
+            passes.append(backend.stats().live_read)
+
         def put(self, value: Any) -> None:
             super().put(value)
             stats = backend.stats()
@@ -233,6 +239,7 @@ def test_local_generation_counts_tokens_while_a_batch_runs(
     padded = 3 * len(tokenizer(prompts[1])["input_ids"])
     assert read[0] == (0, padded)  # told the prompt: nothing read yet
     assert read[1] == (padded, padded)  # the first token written: every prompt read
+    assert passes[:2] == [3 * 4, 3 * 8]  # read 4 positions a pass, the 3 rows at once
     stats = backend.stats()  # back to zero between batches
     assert (stats.live_tokens, stats.live_read, stats.live_prompt) == (0, 0, 0)
 

@@ -155,28 +155,35 @@ class BatchedBackend:
 
     def _serve(self) -> None:
         waiting: list[Any] = []  # a heap of (priority, arrival, request)
-        stopping = False
-        while not stopping:
-            if not waiting:
-                item = self._queue.get()
-                if item is _STOP:
-                    return
-                heapq.heappush(waiting, item)
-            while True:  # everything that has arrived meanwhile competes for this batch
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True  # answer this batch, then stop
-                    break
-                heapq.heappush(waiting, item)
-            take = min(len(waiting), self.max_batch)
-            self._answer([heapq.heappop(waiting)[2] for _ in range(take)])
-        for _, _, (_, _, future) in waiting:  # left when the backend closed: nobody waits on
-            if future.cancel():  # them forever
-                with self._start_lock:
-                    self._stats.in_flight -= 1
+        try:
+            while True:
+                if not waiting:
+                    item = self._queue.get()
+                    if item is _STOP:
+                        return
+                    heapq.heappush(waiting, item)
+                while True:  # everything that has arrived meanwhile competes for this batch
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:  # closed: what has not started never will
+                        return
+                    heapq.heappush(waiting, item)
+                take = min(len(waiting), self.max_batch)
+                self._answer([heapq.heappop(waiting)[2] for _ in range(take)])
+        except BaseException as exc:  # the worker cannot go on: nobody may wait forever
+            for _, _, (_, _, future) in waiting:
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(exc)
+                    with self._start_lock:
+                        self._stats.in_flight -= 1
+            raise
+        finally:
+            for _, _, (_, _, future) in waiting:
+                if future.cancel():
+                    with self._start_lock:
+                        self._stats.in_flight -= 1
 
     def _answer(self, batch: list[tuple[Prompt, SamplingParams, Future[Completion]]]) -> None:
         stats = self._stats
@@ -215,8 +222,10 @@ class BatchedBackend:
         if worker is not None:
             self._closing.set()
             self._queue.put(_STOP)
-            worker.join()
-            self._closing.clear()  # a backend may be used again (a new worker starts)
+            try:
+                worker.join()
+            finally:
+                self._closing.clear()  # a backend may be used again (a new worker starts)
 
 
 __all__ = [

@@ -3,9 +3,10 @@
 The default model is the bundled SmolLM2-135M-Instruct (see models.py); any Hugging Face model
 id or local path works as `--model` too.
 
-Speed on a CPU comes from batch size and dtype (bench/generate_bench.py): the worker takes every
-request waiting (the pipelined loop keeps many ready) and generates them in batches of up to
-`batch_size`, sorted by length; the weights are bf16 where the CPU computes bf16 natively
+Speed on a CPU comes from batch size, dtype and chunked prefill (bench/generate_bench.py,
+bench/BENCHMARKS.md): the worker takes up to `batch_size` of the waiting requests, the most
+urgent first (the pipelined loop keeps many ready), and generates those with equal settings
+together, sorted by length; the weights are bf16 where the CPU computes bf16 natively
 (AVX512-BF16 / AMX), fp32 elsewhere (emulated bf16 is slower than fp32).
 """
 
@@ -85,7 +86,7 @@ class LocalBackend(BatchedBackend):
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.chat = chat and bool(getattr(self.tokenizer, "chat_template", None))
         self.batch_size = batch_size
-        # One call per batch, chosen by priority: a larger take would be split by length,
+        # A take of at most one batch, chosen by priority: a larger take was split by length,
         # and the most urgent requests could wait for the second half.
         self.max_batch = batch_size
         self.generated_tokens = 0
@@ -118,12 +119,11 @@ class LocalBackend(BatchedBackend):
     def _generate_batch(
         self, prompts: Sequence[Prompt], params: SamplingParams
     ) -> list[Completion]:
-        # One seed for a whole batch: each row's seed is drawn from it, so equal prompts in
-        # one call still differ.
+        # One seed for a whole call: row k samples with seed + k, so equal prompts in one call
+        # still differ, and the first row writes what `submit` with that seed writes.
         seeds: list[int | None] = [None] * len(prompts)
         if params.seed is not None:
-            draw = self._torch.Generator().manual_seed(params.seed)
-            seeds = [int(s) for s in self._torch.randint(2**62, (len(prompts),), generator=draw)]
+            seeds = [params.seed + k for k in range(len(prompts))]
         return self._run(prompts, params.model_copy(update={"seed": None}), seeds)
 
     def _run(
@@ -155,13 +155,12 @@ class LocalBackend(BatchedBackend):
             # own sampling draws every row from one generator, seeded once per call.
             kwargs["do_sample"] = False
             if params.temperature > 0:
-                kwargs["logits_processor"] = _RowSampler.listed(
-                    torch,
-                    [seeds[i] for i in batch],
-                    params.temperature,
-                    params.top_p,
-                    getattr(self.lm.generation_config, "top_k", None),
+                from transformers import LogitsProcessorList
+
+                sampler = _RowSampler(
+                    torch, [seeds[i] for i in batch], params, self.lm.generation_config, self.device
                 )
+                kwargs["logits_processor"] = LogitsProcessorList([sampler])
             if params.presence_penalty > 0:
                 # transformers has no presence penalty; a mild repetition penalty plays its role.
                 kwargs["repetition_penalty"] = 1.0 + params.presence_penalty / 20
@@ -201,20 +200,21 @@ class LocalBackend(BatchedBackend):
 
 
 class _RowSampler:
-    """Samples each row's next token with a generator of its own (seeded by its request), so a
-    request's text does not depend on which others share its batch; hands `generate` logits
-    that leave only the drawn token, which its greedy step then takes."""
+    """Samples each row's next token with a generator of its own (seeded by its request), so
+    no request's draws depend on which others share its batch (its logits still do, slightly:
+    batch size and padding change the numerics); hands `generate` logits that leave only the
+    drawn token, which its greedy step then takes."""
 
     def __init__(
         self,
         torch: Any,
         seeds: Sequence[int | None],
-        temperature: float,
-        top_p: float,
-        top_k: int | None,
+        params: SamplingParams,
+        model_config: Any,
+        device: str,
     ) -> None:
         from transformers import (
-            LogitsProcessorList,
+            MinPLogitsWarper,
             TemperatureLogitsWarper,
             TopKLogitsWarper,
             TopPLogitsWarper,
@@ -222,30 +222,32 @@ class _RowSampler:
 
         self.torch = torch
         self.generators = [
-            torch.Generator().manual_seed(int(torch.randint(2**62, (1,))) if seed is None else seed)
+            torch.Generator(device=device).manual_seed(
+                int(torch.randint(2**62, (1,))) if seed is None else seed
+            )
             for seed in seeds
         ]
-        # The warpers transformers applies when it samples, in its order.
-        warpers: list[Any] = [TemperatureLogitsWarper(temperature)]
+        # The warpers transformers' own sampling applied, in its order, with its defaults
+        # (top_k 50 unless the model's generation config says otherwise).
+        top_k = getattr(model_config, "top_k", None)
+        top_k = 50 if top_k is None else top_k
+        warpers: list[Any] = [TemperatureLogitsWarper(params.temperature)]
         if top_k:
             warpers.append(TopKLogitsWarper(top_k))
-        if top_p < 1.0:
-            warpers.append(TopPLogitsWarper(top_p))
-        self.warpers = LogitsProcessorList(warpers)
-
-    @classmethod
-    def listed(cls, *args: Any) -> Any:
-        """The sampler in the list `generate` takes."""
-        from transformers import LogitsProcessorList
-
-        return LogitsProcessorList([cls(*args)])
+        if params.top_p < 1.0:
+            warpers.append(TopPLogitsWarper(params.top_p))
+        if getattr(model_config, "min_p", None) is not None:
+            warpers.append(MinPLogitsWarper(model_config.min_p))
+        self.warpers = warpers
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         torch = self.torch
-        probs = torch.softmax(self.warpers(input_ids, scores).float(), dim=-1).cpu()
+        for warp in self.warpers:
+            scores = warp(input_ids, scores)
+        probs = torch.softmax(scores.float(), dim=-1)
         picks = torch.cat(
             [torch.multinomial(probs[row], 1, generator=g) for row, g in enumerate(self.generators)]
-        ).to(scores.device)
+        )
         only = torch.full_like(scores, float("-inf"))
         return only.scatter_(1, picks[:, None], 0.0)
 
