@@ -141,7 +141,12 @@ def _converted(gguf: Path, target: Path) -> Path:
                 setattr(model, attr, None if attr != "is_quantized" else False)
         model.save_pretrained(work, safe_serialization=True)
         tokenizer.save_pretrained(work)
-        work.rename(target)  # atomic: a half-converted model is never used
+        try:
+            work.rename(target)  # atomic: a half-converted model is never used
+        except OSError:
+            # Another process (a second first run, a parallel test worker) converted it first.
+            if not (target / "config.json").exists():
+                raise
     except OSError as exc:
         raise BackendError(f"cannot convert {gguf} into {target} ({exc})") from None
     except (ValueError, KeyError) as exc:

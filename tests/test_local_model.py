@@ -143,3 +143,23 @@ def test_closing_stops_the_batch_that_runs(tiny_model: Path) -> None:
     # Usable again after a close (a new worker starts).
     (again,) = backend.generate(["Name a fruit:"], params.model_copy(update={"max_tokens": 4}))
     assert again.text
+
+
+@needs_model
+def test_two_first_runs_convert_the_bundled_model_side_by_side(tmp_path: Path) -> None:
+    """Two processes that start on an empty cache both convert the model; the second to finish
+    finds the first's copy in place and uses it (a second first run, parallel test workers)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SELFINSTRUCT_CACHE": str(tmp_path / "cache")}
+    code = "from selfinstruct.models import converted_bundled_model as c; print(c())"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=300)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outs[0] == outs[1] and (Path(outs[0]) / "config.json").exists()
+    assert not list((tmp_path / "cache").rglob(".convert-*"))  # no half-converted copy left
