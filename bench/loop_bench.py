@@ -212,6 +212,18 @@ def main() -> None:
         ("32 slots, length-proportional, --concurrency only", 32, "length", 300, 32, None, []),
         ("128 slots, fixed 0.5 s", 128, "fixed", 1200, 128, 256, []),
         ("128 slots, length-proportional", 128, "length", 1200, 128, 256, []),
+        ("128 slots, length-proportional, --concurrency only", 128, "length", 1200, 128, None, []),
+        ("512 slots, length-proportional, --concurrency only", 512, "length", 4000, 512, None, []),
+        # A fleet's worth in flight (issue 25): must complete with nothing lost.
+        (
+            "2048 slots, length-proportional, --concurrency only",
+            2048,
+            "length",
+            8000,
+            2048,
+            None,
+            [],
+        ),
         ("1 slot, 16 in flight, 8 s timeout", 1, "length", 40, 16, 4, ["--timeout", "8"]),
     ]
     for name, slots, latency, target, concurrency, window, extra in cases:
