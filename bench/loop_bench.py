@@ -18,12 +18,14 @@ wave of requests queues past the timeout: it must finish, and no request may tim
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import multiprocessing as mp
 import os
 import platform
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -42,6 +44,35 @@ from selfinstruct.backends.scripted import canned_reply
 REPO = Path(__file__).resolve().parents[1]
 
 
+# Made-up words for the instruction lists: the scripted backend's canned instructions are a few
+# templates, which novelty rejects after about 1,400 tasks (the 512 case stalled on them); lines
+# of words drawn from this list stay novel for as many tasks as a bench asks.
+_SYLLABLES = ["ka", "lo", "mi", "ren", "tus", "va", "dor", "pel", "qui", "sam", "tor", "ne"]
+_WORDS = sorted({a + b + c for a in _SYLLABLES for b in _SYLLABLES for c in _SYLLABLES})
+
+
+def diverse_reply(text: str) -> str:
+    """`canned_reply`, with every instruction it lists replaced by 8-14 made-up words (the
+    same for the same prompt, so a resumed run gets the same replies)."""
+    reply = canned_reply(text)
+    tail = text[-600:]
+    if "Is it classification?" in tail or "Task:" in tail[-300:]:
+        return reply
+    rng = random.Random(hashlib.sha256(text.encode()).digest())
+    lines = []
+    for line in reply.split("\n"):
+        number = re.match(r"\s*(\d+\.)?\s*", line)
+        head = number.group(0) if number else ""
+        if line[len(head) :].startswith("Classify"):  # kept a classification task, as canned
+            words = " ".join(rng.choice(_WORDS) for _ in range(8))
+            task = f"Classify the given sentence about {words} as positive or negative."
+            lines.append(head + task)
+            continue
+        words = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(8, 14)))
+        lines.append(f"{head}{words.capitalize()}.")
+    return "\n".join(lines)
+
+
 def _serve(slots: int, latency: str, seed: int, out: Any, stop: Any) -> None:
     gate = threading.Semaphore(slots)
     lock = threading.Lock()
@@ -56,7 +87,7 @@ def _serve(slots: int, latency: str, seed: int, out: Any, stop: Any) -> None:
 
     def brain(body: dict[str, Any], n: int) -> list[Any]:
         text = prompt_text(body)
-        reply = canned_reply(text)
+        reply = diverse_reply(text)
         with lock:
             jitter = rng.lognormvariate(0.0, 0.45)
             record["sent"][text] += 1
