@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
@@ -146,6 +146,7 @@ class Generator:
         )
         # The pipeline's state: slots by prompt number, and three cursors over them.
         self.slots: dict[int, Slot] = {}
+        self.outlook = Outlook()  # what the uncommitted slots will likely still give
         self.next_prompt = 0  # the next instruction prompt to issue
         self.next_process = 0  # the next instruction response to parse and filter
         self.next_commit = 0  # the next prompt whose results are written
@@ -170,23 +171,19 @@ class Generator:
         self.dispatch.send(Request(key, ask, priority, about, self.cfg.structured))
 
     def _may_issue(self) -> bool:
-        cfg, k = self.cfg, self.next_prompt
         if self.status is not None or self.dispatch.budget_hit:
             return False
         # Prompt k shows machine tasks committed up to prompt k - window: wait for them.
-        if k - self.window >= self.next_commit:
+        if self.next_prompt - self.window >= self.next_commit:
             return False
-        # One prompt's worth of tasks more than the estimate: a shortfall found at the end
-        # would otherwise be made up by a prompt issued then, whose three requests in a row
-        # keep the run going while every other slot is idle.
         per_prompt = recent_yield(self.pool_after, self.window)
-        expected = len(self.accepted) + expected_from(self.slots.values(), per_prompt)
-        return expected < cfg.target_tasks + per_prompt
+        return self.outlook.short(len(self.accepted), self.cfg.target_tasks, per_prompt)
 
     def _issue(self, k: int) -> None:
         visible = self.pool_after[k - self.window] if k - self.window >= 0 else 0
         slot = stages.FIRST.slot(k, self.accepted[:visible], self.ctx)
         self.slots[k] = slot
+        self.outlook.issued()
         self._send(slot.key(stages.FIRST.name), stages.FIRST.ask(slot, self.ctx), slot)
 
     def _process(self, slot: Slot) -> None:
@@ -194,6 +191,7 @@ class Generator:
         first stage's novelty filter adds to the pool."""
         assert slot.completion is not None
         stages.FIRST.read(slot, slot.completion, slot.key(stages.FIRST.name), self.ctx)
+        self.outlook.read(slot)
         for candidate in slot.candidates:
             self._ask(candidate, 0)
 
@@ -214,6 +212,7 @@ class Generator:
             self._ask(candidate, step + 1)
         else:
             candidate.decided = True
+            self.outlook.decided_one(candidate)
 
     # -- committing, in prompt order ---------------------------------------------------
 
@@ -226,6 +225,7 @@ class Generator:
         batch: list[tuple[int, list[Task], list[Rejected]]] = []
         while self.status is None and self._committable(self.next_commit):
             slot = self.slots.pop(self.next_commit)
+            self.outlook.committed(slot)
             tasks = [c.task for c in slot.candidates if c.task is not None]
             rejected = slot.rejected + [r for c in slot.candidates for r in c.rejected]
             if slot.prompt < len(self.store.commits):
@@ -381,20 +381,49 @@ def recent_yield(pool_after: list[int], window: int) -> float:
     return (pool_after[-1] - before) / span
 
 
-def expected_from(slots: Iterable[Slot], per_prompt: float) -> float:
-    """Tasks the uncommitted prompts will likely still give (to stop issuing in time),
-    `per_prompt` for each prompt whose list is not filtered yet."""
-    slots = list(slots)
-    decided = [c for s in slots for c in s.candidates if c.decided]
-    kept = sum(c.task is not None for c in decided)
-    rate = kept / len(decided) if decided else _FIRST_KEEP_RATE
-    expected = 0.0
-    for slot in slots:
-        if not slot.processed:
-            expected += per_prompt
-        else:
-            expected += sum((c.task is not None) if c.decided else rate for c in slot.candidates)
-    return expected
+class Outlook:
+    """Tasks the uncommitted prompts will likely still give (to stop issuing in time):
+    `per_prompt` for each prompt whose list is not read yet, for each candidate decided whether
+    it became a task, and for each one still open the share of decided ones that did. Kept as
+    counts that move with the slots: a sum over the slots at every check cost 3.4 ms a call
+    with 4,096 prompts uncommitted (2,048 in flight, bench/BENCHMARKS.md)."""
+
+    def __init__(self) -> None:
+        self.unread = 0  # prompts issued whose instruction list is not read yet
+        self.open = 0  # candidates of read prompts not decided yet
+        self.decided = 0  # candidates of uncommitted prompts decided...
+        self.kept = 0  # ...and of those, the ones that became tasks
+
+    def issued(self) -> None:
+        self.unread += 1
+
+    def read(self, slot: Slot) -> None:
+        self.unread -= 1
+        for candidate in slot.candidates:
+            if candidate.decided:
+                self.decided += 1
+                self.kept += candidate.task is not None
+            else:
+                self.open += 1
+
+    def decided_one(self, candidate: Candidate) -> None:
+        self.open -= 1
+        self.decided += 1
+        self.kept += candidate.task is not None
+
+    def committed(self, slot: Slot) -> None:
+        self.decided -= len(slot.candidates)  # a prompt commits once all are decided
+        self.kept -= sum(c.task is not None for c in slot.candidates)
+
+    def expected(self, per_prompt: float) -> float:
+        rate = self.kept / self.decided if self.decided else _FIRST_KEEP_RATE
+        return self.unread * per_prompt + self.kept + self.open * rate
+
+    def short(self, accepted: int, target: int, per_prompt: float) -> bool:
+        """Whether another prompt is worth issuing: one prompt's worth of tasks more than the
+        estimate, since a shortfall found at the end would be made up by a prompt issued then,
+        whose requests in a row keep the run going while every other slot is idle."""
+        return accepted + self.expected(per_prompt) < target + per_prompt
 
 
 # -- the run's record: manifest, usage, progress, summary ----------------------------------

@@ -351,3 +351,38 @@ def test_the_manifest_is_one_model_and_its_tally_is_the_run_s(tmp_path: Path) ->
     raw = json.loads((run_dir / "manifest.json").read_text())
     assert raw["counts"]["rejected"] == manifest.counts.tally.tasks  # derived, for JSON readers
     assert RunManifest.model_validate(raw).model_dump() == manifest.model_dump()
+
+
+def test_the_outlook_kept_as_counts_equals_a_sum_over_the_slots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop keeps what the uncommitted prompts will likely give as counts that move with the
+    slots (a sum at every check cost 3.4 ms at 4,096 slots); at every check of a run, and of its
+    resume, they must equal that sum."""
+    from selfinstruct.generate import _FIRST_KEEP_RATE, Generator
+
+    def summed(slots: list, per_prompt: float) -> float:
+        decided = [c for s in slots for c in s.candidates if c.decided]
+        kept = sum(c.task is not None for c in decided)
+        rate = kept / len(decided) if decided else _FIRST_KEEP_RATE
+        return sum(
+            sum((c.task is not None) if c.decided else rate for c in s.candidates)
+            if s.processed
+            else per_prompt
+            for s in slots
+        )
+
+    checks: list[float] = []
+    may_issue = Generator._may_issue
+
+    def checked(self: Generator) -> bool:
+        slots = list(self.slots.values())
+        for per_prompt in (0.5, 3.0):
+            assert self.outlook.expected(per_prompt) == pytest.approx(summed(slots, per_prompt))
+        checks.append(self.outlook.expected(1.0))
+        return may_issue(self)
+
+    monkeypatch.setattr(Generator, "_may_issue", checked)
+    assert run_generate(config(tmp_path, target_tasks=40, max_requests=30)).status == "budget"
+    assert run_generate(config(tmp_path, target_tasks=40)).status == "done"
+    assert len(checks) > 20 and max(checks) > 0  # checked while slots were open
