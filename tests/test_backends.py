@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -12,7 +13,12 @@ import pytest
 from conftest import wait_until
 
 from selfinstruct.backends import make_backend
-from selfinstruct.backends.base import BackendError, SamplingParams
+from selfinstruct.backends.base import (
+    BackendError,
+    BatchedBackend,
+    Completion,
+    SamplingParams,
+)
 from selfinstruct.backends.openai_compat import AdaptiveLimit
 from selfinstruct.config import GenerateConfig
 
@@ -233,33 +239,36 @@ def test_adaptive_limit_gives_a_freed_slot_to_the_most_urgent_waiter() -> None:
     assert asyncio.run(scenario()) == ["new list", "prompt 2", "prompt 9"]
 
 
+class _Gated(BatchedBackend):
+    """A batched backend whose every call records its prompts, says it has taken them
+    (`taken`) and answers only once `release` is set: a test decides what waits meanwhile."""
+
+    name, model, chat = "gated", "m", False
+
+    def __init__(self, max_batch: int = BatchedBackend.max_batch) -> None:
+        super().__init__()
+        self.max_batch = max_batch
+        self.release, self.taken = threading.Event(), threading.Event()
+        self.calls: list[list[str]] = []
+
+    def _generate_batch(self, prompts, params):  # type: ignore[no-untyped-def]
+        self.calls.append(list(prompts))
+        self.taken.set()
+        self.release.wait(5)
+        return [Completion(text=f"{p}!") for p in prompts]
+
+
 def test_batched_backend_answers_everything_waiting_in_one_call() -> None:
-    import threading
-
-    from selfinstruct.backends.base import BatchedBackend, Completion
-
-    release, taken = threading.Event(), threading.Event()
-    calls: list[int] = []
-
-    class Slow(BatchedBackend):
-        name, model, chat = "slow", "m", False
-
-        def _generate_batch(self, prompts, params):  # type: ignore[no-untyped-def]
-            calls.append(len(prompts))
-            taken.set()
-            release.wait(5)
-            return [Completion(text=f"{p}!") for p in prompts]
-
-    backend = Slow()
+    backend = _Gated()
     params = SamplingParams()
     first = backend.submit("0", "a", params)  # taken alone; blocks the worker
-    assert taken.wait(5)  # the worker holds it
+    assert backend.taken.wait(5)  # the worker holds it
     rest = [backend.submit(str(k), f"p{k}", params) for k in range(5)]
-    release.set()
+    backend.release.set()
     assert first.result(5).text == "a!" and [f.result(5).text for f in rest] == [
         f"p{k}!" for k in range(5)
     ]
-    assert calls == [1, 5]  # everything that waited went in one call
+    assert [len(c) for c in backend.calls] == [1, 5]  # everything that waited went in one call
     stats = backend.stats()
     assert (stats.batches, stats.largest_batch, stats.in_flight) == (2, 5, 0)
     backend.close()
@@ -268,23 +277,8 @@ def test_batched_backend_answers_everything_waiting_in_one_call() -> None:
 def test_batched_backend_takes_the_most_urgent_first_and_cancels_what_is_left() -> None:
     # The loop commits prompts in order: a batch of the newest prompts' requests would keep
     # the oldest waiting (and a run that reaches its target there pays for them all).
-    import threading
-
-    from selfinstruct.backends.base import BatchedBackend, Completion
-
-    release, taken = threading.Event(), threading.Event()
-    calls: list[list[str]] = []
-
-    class Slow(BatchedBackend):
-        name, model, chat, max_batch = "slow", "m", False, 2
-
-        def _generate_batch(self, prompts, params):  # type: ignore[no-untyped-def]
-            calls.append(list(prompts))
-            taken.set()
-            release.wait(5)
-            return [Completion(text=f"{p}!") for p in prompts]
-
-    backend = Slow()
+    backend = _Gated(max_batch=2)
+    release, taken, calls = backend.release, backend.taken, backend.calls
     params = SamplingParams()
     first = backend.submit("0", "first", params, (0, 0))  # blocks the worker
     assert taken.wait(5)
@@ -313,32 +307,17 @@ def test_batched_backend_takes_the_most_urgent_first_and_cancels_what_is_left() 
 
 
 def test_a_cancelled_queued_request_is_skipped_and_the_worker_survives() -> None:
-    import threading
-
-    from selfinstruct.backends.base import BatchedBackend, Completion
-
-    release, taken = threading.Event(), threading.Event()
-    seen: list[str] = []
-
-    class Slow(BatchedBackend):
-        name, model, chat = "slow", "m", False
-
-        def _generate_batch(self, prompts, params):  # type: ignore[no-untyped-def]
-            seen.extend(prompts)
-            taken.set()
-            release.wait(5)
-            return [Completion(text=f"{p}!") for p in prompts]
-
-    backend = Slow()
+    backend = _Gated()
     params = SamplingParams()
     first = backend.submit("0", "a", params)  # blocks the worker
-    assert taken.wait(5)  # the worker holds it
+    assert backend.taken.wait(5)  # the worker holds it
     dropped = backend.submit("1", "b", params)
     kept = backend.submit("2", "c", params)
     assert dropped.cancel()  # still queued, so a caller that stops may cancel it
     assert not first.cancel()  # running: no longer cancellable
-    release.set()
+    backend.release.set()
     assert first.result(5).text == "a!" and kept.result(5).text == "c!"
+    seen = [p for call in backend.calls for p in call]
     assert seen == ["a", "c"]  # the cancelled prompt never reached the model
     assert backend.stats().in_flight == 0
     later = backend.submit("3", "d", params)  # the worker is alive

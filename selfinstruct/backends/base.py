@@ -117,24 +117,34 @@ class BatchedBackend:
         self._start_lock = threading.Lock()
         self._stats = BackendStats()
 
-    # Subclasses implement one of these; `_generate_mixed` lets an engine take requests with
-    # different settings in one call (vLLM), the default groups them by settings.
+    # Subclasses implement `_generate_batch`. `_generate_mixed` groups the requests of one take
+    # by the settings a batch must share (`_shared`: all of them, unless a subclass can vary
+    # some per row) and answers each group with `_generate_group`.
     def _generate_batch(
         self, prompts: Sequence[Prompt], params: SamplingParams
     ) -> list[Completion]:
         raise NotImplementedError
+
+    def _shared(self, params: SamplingParams) -> SamplingParams:
+        return params
+
+    def _generate_group(
+        self, prompts: Sequence[Prompt], params: Sequence[SamplingParams], shared: SamplingParams
+    ) -> list[Completion]:
+        return self._generate_batch(prompts, shared)
 
     def _generate_mixed(
         self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]
     ) -> list[Completion]:
         groups: dict[SamplingParams, list[int]] = defaultdict(list)
         for k, p in enumerate(params):
-            groups[p].append(k)
+            groups[self._shared(p)].append(k)
         out: list[Completion | None] = [None] * len(prompts)
-        for p, members in groups.items():
-            for k, completion in zip(
-                members, self._generate_batch([prompts[k] for k in members], p), strict=True
-            ):
+        for shared, members in groups.items():
+            answers = self._generate_group(
+                [prompts[k] for k in members], [params[k] for k in members], shared
+            )
+            for k, completion in zip(members, answers, strict=True):
                 out[k] = completion
         return [c for c in out if c is not None]
 

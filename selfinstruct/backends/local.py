@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -99,22 +98,16 @@ class LocalBackend(BatchedBackend):
             prompt, tokenize=False, add_generation_prompt=True
         )
 
-    def _generate_mixed(
-        self, prompts: Sequence[Prompt], params: Sequence[SamplingParams]
-    ) -> list[Completion]:
+    def _shared(self, params: SamplingParams) -> SamplingParams:
         # Requests that differ only in their seed (the instruction prompts: one seed each) share
         # a batch, each row sampling with its own seed; grouped by the full settings they ran
         # one at a time, 50 s of make demo's 136 s of generation (bench/BENCHMARKS.md).
-        groups: dict[SamplingParams, list[int]] = defaultdict(list)
-        for k, p in enumerate(params):
-            groups[p.model_copy(update={"seed": None})].append(k)
-        out: list[Completion | None] = [None] * len(prompts)
-        for p, members in groups.items():
-            seeds = [params[k].seed for k in members]
-            answers = self._run([prompts[k] for k in members], p, seeds)
-            for k, completion in zip(members, answers, strict=True):
-                out[k] = completion
-        return [c for c in out if c is not None]
+        return params.model_copy(update={"seed": None})
+
+    def _generate_group(
+        self, prompts: Sequence[Prompt], params: Sequence[SamplingParams], shared: SamplingParams
+    ) -> list[Completion]:
+        return self._run(prompts, shared, [p.seed for p in params])
 
     def _generate_batch(
         self, prompts: Sequence[Prompt], params: SamplingParams
