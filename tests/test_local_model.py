@@ -163,3 +163,85 @@ def test_two_first_runs_convert_the_bundled_model_side_by_side(tmp_path: Path) -
     assert [p.returncode for p in procs] == [0, 0]
     assert outs[0] == outs[1] and (Path(outs[0]) / "config.json").exists()
     assert not list((tmp_path / "cache").rglob(".convert-*"))  # no half-converted copy left
+
+
+def test_prompts_are_read_a_few_rows_at_a_time_without_their_padding(
+    tiny_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A padded batch read every row to its longest prompt (make demo's instance batches were
+    40% padding): the prompts are read a few rows of near-equal length at a time, and the
+    batch then writes what generate's own padded reading writes."""
+    import torch
+
+    from selfinstruct.backends import local
+    from selfinstruct.backends.local import LocalBackend, _PromptReader
+    from selfinstruct.config import LocalOptions
+
+    backend = LocalBackend(str(tiny_model), LocalOptions(dtype="float32"), chat=False)
+    lm, tokenizer = backend.lm, backend.tokenizer
+    monkeypatch.setattr(local, "PREFILL_ROWS", 2)
+    monkeypatch.setattr(local, "PREFILL_POSITIONS", 8)
+    monkeypatch.setattr(local, "PREFILL_CHUNK", 3)
+    words = "Write a short story about a lighthouse keeper who finds a message in a bottle"
+    prompts = [words, "Name a fruit:", " ".join([words] * 3), "Add 2 and 3:", words[:40]]
+    enc = tokenizer(prompts, return_tensors="pt", padding=True)
+    lengths = [int(n) for n in enc["attention_mask"].sum(dim=1)]
+    reader = _PromptReader(lm, torch, enc["input_ids"], enc["attention_mask"])
+    assert reader.applies()
+    passes: list[tuple[int, int]] = []
+
+    def seen(module: object, args: object, kwargs: dict[str, torch.Tensor]) -> None:
+        passes.append(tuple(kwargs["input_ids"].shape))  # type: ignore[arg-type]
+
+    settings = {"max_new_tokens": 6, "do_sample": False, "pad_token_id": tokenizer.pad_token_id}
+    scored = {"output_scores": True, "return_dict_in_generate": True, **settings}
+    hook = lm.register_forward_pre_hook(seen, with_kwargs=True)
+    with torch.no_grad():
+        ours = lm.generate(**enc, **{reader.cache_arg: reader.read(6)}, **scored)
+    hook.remove()
+    reading = passes[: len(passes) - 6]  # then one pass a written token, all rows together
+    assert all(rows <= 2 and width <= max(3, 8 // rows) for rows, width in reading)
+    # What was read: each group from its own longest prompt, then every row's last token.
+    by_length = sorted(lengths)
+    groups = [by_length[k : k + 2] for k in range(0, len(by_length), 2)]
+    assert sum(rows * width for rows, width in reading) == sum(
+        len(g) * (max(g) - 1) for g in groups
+    )
+    assert reader.size == sum(len(g) * (max(g) - 1) for g in groups) + len(prompts)
+    assert reader.size < enc["input_ids"].numel() * 0.7  # the padding was not read
+    with torch.no_grad():
+        plain = lm.generate(**enc, **scored)
+    assert torch.equal(ours.sequences, plain.sequences)
+    torch.testing.assert_close(torch.stack(ours.scores), torch.stack(plain.scores))
+
+
+def test_a_model_with_a_sliding_window_reads_its_prompts_as_one_padded_batch(
+    tiny_model: Path,
+) -> None:
+    """A sliding-window layer keeps only its window, which the grouped reading cannot lay out:
+    such a model reads its prompts in generate's own chunks, and still writes."""
+    import torch
+    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
+
+    from selfinstruct.backends.local import LocalBackend, _PromptReader
+    from selfinstruct.config import SamplingParams
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model))
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        sliding_window=4,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = MistralForCausalLM(config).eval()
+    backend = LocalBackend.from_loaded(model, tokenizer, "sliding", chat=False, batch_size=4)
+    prompts = ["Name a fruit that is yellow and long:", "Add 2 and 3:"]
+    enc = tokenizer(prompts, return_tensors="pt", padding=True)
+    assert not _PromptReader(model, torch, enc["input_ids"], enc["attention_mask"]).applies()
+    done = backend.generate(prompts, SamplingParams(temperature=0.0, max_tokens=5))
+    assert [c.usage.completion_tokens for c in done] == [5, 5]

@@ -231,13 +231,16 @@ def test_local_generation_counts_tokens_while_a_batch_runs(
             read.append((stats.live_read, stats.live_prompt))
 
     monkeypatch.setattr(local, "_TokenCounter", Watching)
-    monkeypatch.setattr(local, "PREFILL_CHUNK", 4)  # the prompts are read in several passes
+    # The prompts are read in several passes, 4 positions each, the 3 rows in one group.
+    monkeypatch.setattr(local, "PREFILL_CHUNK", 4)
+    monkeypatch.setattr(local, "PREFILL_POSITIONS", 4)
     prompts = ["Add the two numbers.", "Sort the list of numbers from the smallest up."]
     backend.generate(prompts + prompts[:1], SamplingParams(temperature=0, max_tokens=6))
     steps = [n for n in seen if n]
     assert len(steps) >= 3 and steps == sorted(steps) and steps[0] == 3  # 3 rows a step
     padded = 3 * len(tokenizer(prompts[1])["input_ids"])
-    assert read[0] == (0, padded)  # told the prompt: nothing read yet
+    # Told the prompt: all but the last tokens read (by the grouped reading, before generate).
+    assert read[0] == (padded - 3, padded)
     assert read[1] == (padded, padded)  # the first token written: every prompt read
     assert passes[:2] == [3 * 4, 3 * 8]  # read 4 positions a pass, the 3 rows at once
     stats = backend.stats()  # back to zero between batches

@@ -12,6 +12,7 @@ together, sorted by length; the weights are bf16 where the CPU computes bf16 nat
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from collections.abc import Sequence
@@ -32,11 +33,14 @@ from selfinstruct.models import BUNDLED, inference_imports, native_bf16, resolve
 
 DType = Literal["auto", "float32", "bfloat16"]
 
-# Prompt positions per forward pass while a batch reads its prompts, on a CPU. Measured with
-# SmolLM2-135M on 2 cores (bench/BENCHMARKS.md): 32 prompts of 500 tokens read in 34.8 s in
-# one pass, 24.9 s in chunks of 128 (fp32; bf16 18.0 -> 14.7 s); 64, 256 and 32 were slower
-# than 128, and 8 or 16 prompts gained as well. Same first tokens.
+# Reading prompts on a CPU (bench/BENCHMARKS.md, SmolLM2-135M, 2 cores, fp32). A padded batch
+# reads every row to the longest prompt: make demo's instance batches were 40% padding. The
+# prompts are read PREFILL_ROWS of near-equal length at a time, PREFILL_POSITIONS positions a
+# pass (in chunks of at least PREFILL_CHUNK), then written together: 1 row read 420 tokens/s in
+# chunks of 128 and 590 in one pass of 480; 4 rows in chunks of 128, 650; 8 and 16 rows, no more.
 PREFILL_CHUNK = 128
+PREFILL_ROWS = 4
+PREFILL_POSITIONS = 512
 
 
 class LocalBackend(BatchedBackend):
@@ -161,17 +165,22 @@ class LocalBackend(BatchedBackend):
                 kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
             if params.ignore_eos and self.tokenizer.eos_token_id is not None:
                 kwargs["suppress_tokens"] = [self.tokenizer.eos_token_id]
-            if self.device == "cpu":
-                # The prompts are read PREFILL_CHUNK positions at a time: faster on a CPU, and
-                # the progress line moves while a long batch reads its prompts.
-                kwargs["prefill_chunk_size"] = PREFILL_CHUNK
             started = time.perf_counter()
             counter = _TokenCounter(self._stats, self.tokenizer.pad_token_id, self._closing)
-            self._stats.live_prompt = int(enc["input_ids"].numel())
+            reader = _PromptReader(self.lm, torch, enc["input_ids"], enc["attention_mask"])
+            grouped = self.device == "cpu" and reader.applies()
+            if self.device == "cpu" and not grouped:
+                # Read PREFILL_CHUNK positions at a time: faster on a CPU than one pass, and
+                # the progress line moves while a long batch reads its prompts.
+                kwargs["prefill_chunk_size"] = PREFILL_CHUNK
+                kwargs["cache_implementation"] = "static"
+            self._stats.live_prompt = reader.size if grouped else int(enc["input_ids"].numel())
             model = getattr(self.lm, "get_base_model", lambda: self.lm)()  # under an adapter
             reading = model.register_forward_pre_hook(counter.read, with_kwargs=True)
             try:
                 with torch.no_grad():
+                    if grouped:
+                        kwargs[reader.cache_arg] = reader.read(params.max_tokens)
                     generated = self.lm.generate(**enc, **kwargs, streamer=counter)
             finally:
                 reading.remove()
@@ -190,6 +199,79 @@ class LocalBackend(BatchedBackend):
                 )
                 out[i] = Completion(text=text, finish_reason=finish, usage=usage)
         return [c for c in out if c is not None]
+
+
+class _PromptReader:
+    """Reads a left-padded batch's prompts, all but each one's last token, PREFILL_ROWS rows
+    of near-equal length at a time, into one cache laid out as the padded batch (padding left
+    empty and masked): `generate` then reads the last tokens and writes for all rows at once.
+
+    The cache is static: a growing one is copied whole at every step, and glibc served each
+    larger copy with fresh pages from the kernel, up to 500 ms a step at 31 rows of 700 tokens
+    against 240 (bench/BENCHMARKS.md). Only for models whose every layer keeps the whole past
+    (no sliding window, no recurrent state)."""
+
+    def __init__(self, lm: Any, torch: Any, ids: Any, mask: Any) -> None:
+        self.lm, self.torch, self.ids, self.mask = lm, torch, ids, mask
+        lengths = [int(n) for n in mask.sum(dim=1)]
+        rows = sorted(range(len(lengths)), key=lengths.__getitem__)
+        # Each group reads its rows from where its longest prompt starts to the last token.
+        self.groups = [
+            (group, max(lengths[r] for r in group) - 1)
+            for group in (rows[k : k + PREFILL_ROWS] for k in range(0, len(rows), PREFILL_ROWS))
+        ]
+        self.size = sum(len(group) * span for group, span in self.groups) + len(lengths)
+        # transformers 5.2x renamed `past_key_values` to `cache`; either takes a filled one.
+        model = getattr(lm, "get_base_model", lambda: lm)()  # under an adapter
+        forward = inspect.signature(type(model).forward).parameters
+        self.cache_arg = "cache" if "cache" in forward else "past_key_values"
+
+    def applies(self) -> bool:
+        from transformers import StaticCache
+        from transformers.cache_utils import StaticLayer
+
+        if all(span <= 0 for _, span in self.groups):
+            return False
+        layers = StaticCache(config=self.lm.config, max_cache_len=1).layers
+        return bool(layers) and all(type(layer) is StaticLayer for layer in layers)
+
+    def read(self, max_new_tokens: int) -> Any:
+        from transformers import DynamicCache, StaticCache
+
+        torch, width = self.torch, self.ids.shape[1]
+        keys: list[Any] = []
+        values: list[Any] = []
+        for group, span in self.groups:
+            if span <= 0:
+                continue
+            cols = slice(width - 1 - span, width - 1)
+            ids, mask = self.ids[group, cols], self.mask[group, cols]
+            positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+            cache = DynamicCache()
+            step = max(PREFILL_CHUNK, PREFILL_POSITIONS // len(group))
+            for at in range(0, span, step):
+                part = slice(at, at + step)
+                self.lm(
+                    input_ids=ids[:, part],
+                    attention_mask=mask[:, : at + step],
+                    position_ids=positions[:, part],
+                    **{self.cache_arg: cache},
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+            if not keys:
+                for layer in cache.layers:
+                    shape = (self.ids.shape[0], layer.keys.shape[1], width - 1)
+                    keys.append(layer.keys.new_zeros((*shape, layer.keys.shape[-1])))
+                    values.append(layer.values.new_zeros((*shape, layer.values.shape[-1])))
+            at_rows = torch.tensor(group, device=self.ids.device)
+            for i, layer in enumerate(cache.layers):
+                keys[i][at_rows, :, cols] = layer.keys
+                values[i][at_rows, :, cols] = layer.values
+        merged = StaticCache(config=self.lm.config, max_cache_len=width + max_new_tokens)
+        for i, (k, v) in enumerate(zip(keys, values, strict=True)):
+            merged.update(k, v, i)
+        return merged
 
 
 class _RowSampler:
