@@ -175,7 +175,7 @@ def test_prompts_are_read_a_few_rows_at_a_time_without_their_padding(
 
     from selfinstruct.backends import local
     from selfinstruct.backends.local import LocalBackend, _PromptReader
-    from selfinstruct.config import LocalOptions
+    from selfinstruct.config import LocalOptions, SamplingParams
 
     backend = LocalBackend(str(tiny_model), LocalOptions(dtype="float32"), chat=False)
     lm, tokenizer = backend.lm, backend.tokenizer
@@ -197,9 +197,12 @@ def test_prompts_are_read_a_few_rows_at_a_time_without_their_padding(
     scored = {"output_scores": True, "return_dict_in_generate": True, **settings}
     hook = lm.register_forward_pre_hook(seen, with_kwargs=True)
     with torch.no_grad():
-        ours = lm.generate(**enc, **{reader.cache_arg: reader.read(6)}, **scored)
+        cache = reader.read(6)
+        reading = list(passes)
+        ours = lm.generate(**enc, **{reader.cache_arg: cache}, **scored)
     hook.remove()
-    reading = passes[: len(passes) - 6]  # then one pass a written token, all rows together
+    # generate then reads only each row's last token, and writes one token a pass.
+    assert passes[len(reading) :] == [(len(prompts), 1)] * (len(passes) - len(reading))
     assert all(rows <= 2 and width <= max(3, 8 // rows) for rows, width in reading)
     # What was read: each group from its own longest prompt, then every row's last token.
     by_length = sorted(lengths)
@@ -212,7 +215,15 @@ def test_prompts_are_read_a_few_rows_at_a_time_without_their_padding(
     with torch.no_grad():
         plain = lm.generate(**enc, **scored)
     assert torch.equal(ours.sequences, plain.sequences)
-    torch.testing.assert_close(torch.stack(ours.scores), torch.stack(plain.scores))
+    torch.testing.assert_close(
+        torch.stack(ours.scores), torch.stack(plain.scores), atol=1e-4, rtol=1e-4
+    )
+    # The backend's own batches take this path and write what plain generate writes.
+    done = backend.generate(prompts, SamplingParams(temperature=0.0, max_tokens=6))
+    width = enc["input_ids"].shape[1]
+    assert [c.text for c in done] == tokenizer.batch_decode(
+        plain.sequences[:, width:], skip_special_tokens=True
+    )
 
 
 def test_a_model_with_a_sliding_window_reads_its_prompts_as_one_padded_batch(
@@ -244,4 +255,9 @@ def test_a_model_with_a_sliding_window_reads_its_prompts_as_one_padded_batch(
     enc = tokenizer(prompts, return_tensors="pt", padding=True)
     assert not _PromptReader(model, torch, enc["input_ids"], enc["attention_mask"]).applies()
     done = backend.generate(prompts, SamplingParams(temperature=0.0, max_tokens=5))
-    assert [c.usage.completion_tokens for c in done] == [5, 5]
+    with torch.no_grad():
+        plain = model.generate(
+            **enc, max_new_tokens=5, do_sample=False, pad_token_id=tokenizer.pad_token_id
+        )
+    written = plain[:, enc["input_ids"].shape[1] :]
+    assert [c.text for c in done] == tokenizer.batch_decode(written, skip_special_tokens=True)

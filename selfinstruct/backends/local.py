@@ -167,19 +167,20 @@ class LocalBackend(BatchedBackend):
                 kwargs["suppress_tokens"] = [self.tokenizer.eos_token_id]
             started = time.perf_counter()
             counter = _TokenCounter(self._stats, self.tokenizer.pad_token_id, self._closing)
-            reader = _PromptReader(self.lm, torch, enc["input_ids"], enc["attention_mask"])
-            grouped = self.device == "cpu" and reader.applies()
-            if self.device == "cpu" and not grouped:
-                # Read PREFILL_CHUNK positions at a time: faster on a CPU than one pass, and
-                # the progress line moves while a long batch reads its prompts.
-                kwargs["prefill_chunk_size"] = PREFILL_CHUNK
-                kwargs["cache_implementation"] = "static"
-            self._stats.live_prompt = reader.size if grouped else int(enc["input_ids"].numel())
+            reader = None
+            if self.device == "cpu":
+                reader = _PromptReader(self.lm, torch, enc["input_ids"], enc["attention_mask"])
+                if not reader.applies():
+                    # Read PREFILL_CHUNK positions at a time: faster on a CPU than one pass,
+                    # and the progress line moves while a long batch reads its prompts.
+                    kwargs["prefill_chunk_size"] = PREFILL_CHUNK
+                    reader = None
+            self._stats.live_prompt = reader.size if reader else int(enc["input_ids"].numel())
             model = getattr(self.lm, "get_base_model", lambda: self.lm)()  # under an adapter
             reading = model.register_forward_pre_hook(counter.read, with_kwargs=True)
             try:
                 with torch.no_grad():
-                    if grouped:
+                    if reader:
                         kwargs[reader.cache_arg] = reader.read(params.max_tokens)
                     generated = self.lm.generate(**enc, **kwargs, streamer=counter)
             finally:
@@ -208,8 +209,11 @@ class _PromptReader:
 
     The cache is static: a growing one is copied whole at every step, and glibc served each
     larger copy with fresh pages from the kernel, up to 500 ms a step at 31 rows of 700 tokens
-    against 240 (bench/BENCHMARKS.md). Only for models whose every layer keeps the whole past
-    (no sliding window, no recurrent state)."""
+    against 240 (bench/BENCHMARKS.md). Only where such a cache can be handed to `generate`:
+    models whose every layer keeps the whole past (no sliding window, no recurrent state), no
+    cache set by the model's generation config, no prompt-learning adapter, and a static cache
+    that counts what it holds (transformers 5.19 on; older ones counted row 0's nonzero slots,
+    and row 0 is the shortest prompt)."""
 
     def __init__(self, lm: Any, torch: Any, ids: Any, mask: Any) -> None:
         self.lm, self.torch, self.ids, self.mask = lm, torch, ids, mask
@@ -232,15 +236,24 @@ class _PromptReader:
 
         if all(span <= 0 for _, span in self.groups):
             return False
+        if getattr(self.lm.generation_config, "cache_implementation", None):
+            return False  # generate refuses a cache of ours beside it
+        peft = getattr(self.lm, "active_peft_config", None)
+        if getattr(peft, "is_prompt_learning", False):
+            return False  # virtual tokens in a cache of its own
         layers = StaticCache(config=self.lm.config, max_cache_len=1).layers
-        return bool(layers) and all(type(layer) is StaticLayer for layer in layers)
+        return bool(layers) and all(
+            type(layer) is StaticLayer
+            and isinstance(getattr(layer, "cumulative_length", None), self.torch.Tensor)
+            for layer in layers
+        )
 
     def read(self, max_new_tokens: int) -> Any:
         from transformers import DynamicCache, StaticCache
 
         torch, width = self.torch, self.ids.shape[1]
-        keys: list[Any] = []
-        values: list[Any] = []
+        merged = StaticCache(config=self.lm.config, max_cache_len=width + max_new_tokens)
+        ready = False
         for group, span in self.groups:
             if span <= 0:
                 continue
@@ -259,18 +272,21 @@ class _PromptReader:
                     use_cache=True,
                     logits_to_keep=1,
                 )
-            if not keys:
-                for layer in cache.layers:
-                    shape = (self.ids.shape[0], layer.keys.shape[1], width - 1)
-                    keys.append(layer.keys.new_zeros((*shape, layer.keys.shape[-1])))
-                    values.append(layer.values.new_zeros((*shape, layer.values.shape[-1])))
+            if not ready:
+                # The cache takes its shape from a first update: empty slots for every prompt
+                # position but the last, one layer at a time (not a second copy of the cache).
+                for i, layer in enumerate(cache.layers):
+                    k, v = layer.keys, layer.values
+                    merged.update(
+                        k.new_zeros((self.ids.shape[0], k.shape[1], width - 1, k.shape[-1])),
+                        v.new_zeros((self.ids.shape[0], v.shape[1], width - 1, v.shape[-1])),
+                        i,
+                    )
+                ready = True
             at_rows = torch.tensor(group, device=self.ids.device)
             for i, layer in enumerate(cache.layers):
-                keys[i][at_rows, :, cols] = layer.keys
-                values[i][at_rows, :, cols] = layer.values
-        merged = StaticCache(config=self.lm.config, max_cache_len=width + max_new_tokens)
-        for i, (k, v) in enumerate(zip(keys, values, strict=True)):
-            merged.update(k, v, i)
+                merged.layers[i].keys[at_rows, :, cols] = layer.keys
+                merged.layers[i].values[at_rows, :, cols] = layer.values
         return merged
 
 
