@@ -89,14 +89,13 @@ filter-demo: $(STAMP)
 	$(BIN)/selfinstruct filter $(SHARED)/t0_prompts_55k.jsonl.gz \
 		--reference seed_tasks/seed_tasks.jsonl --output-dir outputs/filter-t0
 
-# Two pytest workers, each test file on one of them (so the vLLM tests share one server; the
-# vLLM and fine-tuning files on the same one, see tests/conftest.py): the suite keeps one core
-# busy on average, and on 2 cores took 545 s this way against 742 s in one process
-# (bench/BENCHMARKS.md). TEST_WORKERS=0 runs it in one process.
+# Two pytest workers, each test file on one of them (so the vLLM tests share one server): the
+# suite keeps one core busy on average, and on 2 cores took 545 s this way against 742 s in one
+# process (bench/BENCHMARKS.md). TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 test: $(STAMP) $(VLLM_STAMP) $(GEMMA_STAMP) browser
 	SELFINSTRUCT_VLLM_PYTHON=$(abspath $(VLLM_VENV))/bin/python $(BIN)/python -m pytest -q \
-		--durations=25 -n $(TEST_WORKERS) --dist loadgroup
+		--durations=25 -n $(TEST_WORKERS) --dist loadfile
 
 # The review page is tested in a real headless browser: Debian's chromium and its driver.
 # Installed here when missing (as root, or with passwordless sudo); without them that one test

@@ -92,16 +92,3 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
-
-
-# Test files whose tests run a real engine's or trainer's threads on both cores: in two pytest
-# workers, training beside a vLLM engine ran 4-25x slower (bench/BENCHMARKS.md, "CI time"), so
-# these share one worker and run one after another. Every other file is a group of its own.
-_ONE_WORKER = {"test_vllm": "engines", "test_finetune": "engines"}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            module = Path(item.path).stem
-            item.add_marker(pytest.mark.xdist_group(_ONE_WORKER.get(module, module)))
