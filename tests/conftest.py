@@ -14,6 +14,37 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 SEED_FILE = REPO / "seed_tasks" / "seed_tasks.jsonl"
 
 
+def worker_cores() -> list[int]:
+    """The CPU cores this pytest worker may keep busy: all of them in one process; under
+    pytest-xdist, an equal share (worker i of W takes every W-th core from i; one core when
+    there are more workers than cores)."""
+    cores = sorted(os.sched_getaffinity(0))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    index = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    if workers <= 1:
+        return cores
+    return cores[index % len(cores) :: workers] or [cores[index % len(cores)]]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Each worker's threads on its share of the cores, its subprocesses included. Two
+    workers that each ran a thread per core halved each other's throughput (and a vLLM
+    engine spinning on both cores slowed a training beside it 4-25x): OpenMP threads wait
+    at every barrier for a sibling the other worker has descheduled."""
+    cores = worker_cores()
+    if len(cores) == len(os.sched_getaffinity(0)):
+        return  # one process: the libraries' own defaults
+    threads = str(len(cores))
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = threads
+    # vLLM's CPU engines (servers and in-process alike) bind their threads to these cores.
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cores))
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(len(cores))
+
+
 def missing_reference(what: str) -> None:
     """Reference data that is not on this machine: a skip by hand, a failure in CI (CI=true),
     where a test that quietly checked nothing would read as a pass."""

@@ -39,9 +39,9 @@ def server(
     venv: Path, model: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[VLLMServer]:
     log = tmp_path_factory.mktemp("vllm-a") / "server.log"
-    # Both cores for this engine: the client's few requests take little of them. The kill
-    # test's second server is bound to core 1, which the two share while the second lives.
-    server = VLLMServer(venv, model, log, cores="0-1").wait_ready()
+    # Bound to this worker's cores (all of them in one process): the client's few requests
+    # take little of them. The kill test's second server shares them while it lives.
+    server = VLLMServer(venv, model, log).wait_ready()
     yield server
     server.stop()
 
@@ -114,7 +114,7 @@ def test_two_vllm_servers_one_killed_mid_run(
 ) -> None:
     """Requests spread over two servers; one is killed mid-run and the other carries it to
     the end, nothing lost or asked twice, the dead one named; then with both gone, exit 3."""
-    second = VLLMServer(venv, model, tmp_path / "server-b.log", cores="1").wait_ready()
+    second = VLLMServer(venv, model, tmp_path / "server-b.log").wait_ready()
     run_dir = tmp_path / "run"
     cmd = [
         *selfinstruct_cmd(),

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import worker_cores
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VENV = REPO / ".venv-vllm"
@@ -93,7 +94,7 @@ def wait_answering(
 class VLLMServer:
     """`python -m vllm.entrypoints.openai.api_server` with the bundled model, on 127.0.0.1.
 
-    `cores` binds the engine to those CPU cores (e.g. "0-1", or "1" for a second server); the
+    `cores` binds the engine to those CPU cores ("0-1", "1"; by default this pytest worker's); the
     KV cache is given a size, since the CPU engine refuses the default 92% of RAM."""
 
     def __init__(
@@ -110,8 +111,7 @@ class VLLMServer:
         self.name = name
         self.log = log
         env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-        if cores is not None:
-            env["VLLM_CPU_OMP_THREADS_BIND"] = cores
+        env["VLLM_CPU_OMP_THREADS_BIND"] = cores or ",".join(map(str, worker_cores()))
         cmd = [
             str(python),
             "-m",
