@@ -8,7 +8,9 @@ module only loads the text and chooses demonstrations.
 
 from __future__ import annotations
 
+import heapq
 import random
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,13 +94,31 @@ class Demonstrations:
             self._index.add(task.instruction)
         self._position = {id(t): k for k, t in enumerate(seeds)}
         self._rng_seed = seed
-        self._last: tuple[str, Any] = ("", None)  # scores of the last instruction asked about
+        # Each task is asked about twice (classification, then instances), with hundreds of
+        # other tasks' questions between the two when many are in flight: its scores are kept
+        # until then (about 1.4 kB a task for 175 seeds), the oldest dropped first.
+        self._kept: OrderedDict[str, Any] = OrderedDict()
+        # The instance prompts' pools depend only on the seeds.
+        shows_outputs = [t for t in self.classification if len({i.output for i in t.instances}) > 1]
+        self._out_first = shows_outputs or self.classification
+        with_input = [t for t in self.other if len(t.instances) > 1 and t.instances[0].input]
+        self._in_first = with_input or self.other
+        self._no_input = [t for t in self.other if t.instances and not t.instances[0].input]
 
-    def _scores(self, instruction: str) -> Any:
-        # Each task asks twice (classification, then instances), a few times per question.
-        if self._last[0] != instruction or self._last[1] is None:
-            self._last = (instruction, self._index.scores(instruction))
-        return self._last[1]
+    KEPT_SCORES = 8192
+
+    def _scores(self, instruction: str) -> list[float]:
+        """ROUGE-L of `instruction` against each seed, as a list: the sort keys read it item
+        by item, far faster from a list than from an array."""
+        return self._scores_kept(instruction).tolist()
+
+    def _scores_kept(self, instruction: str) -> Any:
+        scores = self._kept.get(instruction)
+        if scores is None:
+            scores = self._kept[instruction] = self._index.scores(instruction)
+            if len(self._kept) > self.KEPT_SCORES:
+                self._kept.popitem(last=False)
+        return scores
 
     def _ranked(self, instruction: str, pool: list[Task], k: int, salt: str) -> list[Task]:
         """k tasks from `pool`, least similar first (so the nearest is next to the question)."""
@@ -107,9 +127,10 @@ class Demonstrations:
         if self.choice == "random":
             return random.Random(f"{self._rng_seed}:{salt}").sample(pool, min(k, len(pool)))
         scores = self._scores(instruction)
+        position = self._position
         # Ties go to the earlier seed, so the choice never depends on set or dict order.
-        ranked = sorted(pool, key=lambda t: (-scores[self._position[id(t)]], self._position[id(t)]))
-        return ranked[:k][::-1]
+        ranked = heapq.nsmallest(k, pool, key=lambda t: (-scores[position[id(t)]], position[id(t)]))
+        return ranked[::-1]
 
     def for_classification(self, instruction: str, k: int) -> list[Task]:
         """k/2 classification and k/2 other seeds: both answers are always shown."""
@@ -127,12 +148,9 @@ class Demonstrations:
         """Seeds of the same kind that show several instances; for input-first prompts one of
         them needs no input, so both shapes of answer are shown."""
         if classification:
-            pool = [t for t in self.classification if len({i.output for i in t.instances}) > 1]
-            return self._ranked(instruction, pool or self.classification, k, "out-first")
-        with_input = [t for t in self.other if len(t.instances) > 1 and t.instances[0].input]
-        without = [t for t in self.other if t.instances and not t.instances[0].input]
-        shown = self._ranked(instruction, with_input or self.other, k - 1, "in-first")
-        shown += self._ranked(instruction, without, 1, "in-first-none")
+            return self._ranked(instruction, self._out_first, k, "out-first")
+        shown = self._ranked(instruction, self._in_first, k - 1, "in-first")
+        shown += self._ranked(instruction, self._no_input, 1, "in-first-none")
         if self.choice == "similar":
             scores = self._scores(instruction)
             shown.sort(key=lambda t: (scores[self._position[id(t)]], -self._position[id(t)]))

@@ -275,18 +275,24 @@ def test_a_bug_of_ours_keeps_its_traceback_and_is_not_blamed_on_the_server(
 
 
 def test_what_counts_as_a_malformed_reply() -> None:
-    from types import SimpleNamespace as NS
-
     from selfinstruct.backends.openai_compat import MalformedReply, completion_of
 
-    good = NS(choices=[NS(text="hi", finish_reason="length")], usage=None)
+    good = {"choices": [{"text": "hi", "finish_reason": "length"}], "usage": None}
     assert completion_of(good, chat=False).text == "hi"
     assert completion_of(good, chat=False).finish_reason == "length"
-    chat = NS(choices=[NS(message=NS(content=None), finish_reason="stop")], usage=None)
+    chat = {"choices": [{"message": {"content": None}, "finish_reason": "stop"}]}
     assert completion_of(chat, chat=True).text == ""  # a refusal with no content: empty text
-    for bad, as_chat in ((NS(choices=[]), False), (NS(choices=None), False),
-                         (NS(choices=[NS(message=None)]), True),
-                         (NS(choices=[NS(text=3)]), False)):  # fmt: skip
+    counted = {
+        "choices": [{"message": {"content": "x"}}],
+        "usage": {"prompt_tokens": 7, "completion_tokens": None},
+    }
+    assert completion_of(counted, chat=True).usage.prompt_tokens == 7
+    assert completion_of(counted, chat=True).usage.completion_tokens == 0
+    for bad, as_chat in (({"choices": []}, False), ({"choices": None}, False),
+                         ({"choices": [{"message": None}]}, True),
+                         ({"choices": [{"text": 3}]}, False),
+                         ({"choices": ["text"]}, False), (["choices"], False),
+                         ({"error": "overloaded"}, True)):  # fmt: skip
         with pytest.raises(MalformedReply):
             completion_of(bad, chat=as_chat)
 

@@ -48,7 +48,11 @@ class OpenAIBatchBackend:
         chat: bool = True,
         max_per_batch: int = 50_000,
     ) -> None:
-        openai, self._key, urls = connect(options)
+        try:
+            import openai
+        except ImportError:  # pragma: no cover - a core dependency
+            raise BackendError("the openai-batch backend needs the openai package") from None
+        self._key, urls = connect(options)
         # The Batch API lives on one server (the first URL).
         self._client = openai.OpenAI(
             base_url=urls[0], api_key=self._key, max_retries=options.max_retries

@@ -1,4 +1,7 @@
-"""Any OpenAI-compatible server (OpenAI, vLLM, llama.cpp, Ollama, TGI) through the openai client.
+"""Any OpenAI-compatible server (OpenAI, vLLM, llama.cpp, Ollama, TGI), over the OpenAI API.
+
+The requests are the OpenAI API's JSON, sent by `transport.JSONClient` (aiohttp) rather than
+the openai package's client, which cost ten times the CPU a request (see transport.py).
 
 One event loop, in a thread of its own, holds the clients (connections are reused) and one
 concurrency limit for the whole run, so what the server taught about its capacity is kept from
@@ -62,6 +65,13 @@ from selfinstruct.backends.base import (
     Usage,
 )
 from selfinstruct.backends.ratelimit import RatePacer
+from selfinstruct.backends.transport import (
+    HTTPStatusError,
+    JSONClient,
+    MalformedReply,
+    TransportConnectionError,
+    TransportTimeout,
+)
 from selfinstruct.config import OmitParam, OpenAIOptions
 
 FATAL = {
@@ -204,7 +214,7 @@ class _Server:
     # Failed attempts in a row (no success between) after which a server is taken out.
     FAILURES_DOWN = 3
 
-    def __init__(self, url: str, client: Any) -> None:
+    def __init__(self, url: str, client: JSONClient) -> None:
         self.url = url
         self.client = client
         self.in_flight = 0
@@ -230,18 +240,13 @@ class _Server:
         return f"{self.url}: {self.reason()}"
 
 
-def connect(options: OpenAIOptions) -> tuple[Any, str, list[str]]:
-    """The openai package, the key (a placeholder where none is needed) and the servers'
-    URLs, for a client of `options`."""
-    try:
-        import openai
-    except ImportError:  # pragma: no cover - a core dependency
-        raise BackendError("the openai backend needs the openai package") from None
+def connect(options: OpenAIOptions) -> tuple[str, list[str]]:
+    """The key (a placeholder where none is needed) and the servers' URLs of `options`."""
     urls = list(options.base_url) or [
         os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1")
     ]
-    # Local servers often need no key; the client insists on one, so pass a placeholder.
-    return openai, os.environ.get(options.api_key_env) or "not-needed", urls
+    # Local servers often need no key; a placeholder keeps the header well-formed.
+    return os.environ.get(options.api_key_env) or "not-needed", urls
 
 
 class OpenAIBackend:
@@ -256,7 +261,7 @@ class OpenAIBackend:
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
     ) -> None:
-        self._openai, self._key, self.base_urls = connect(options)
+        self._key, self.base_urls = connect(options)
         self.options = options
         self.model = model
         self.chat = chat
@@ -296,13 +301,7 @@ class OpenAIBackend:
     async def _setup(self) -> None:
         # Clients and the limit belong to this loop, for the life of the backend.
         self._servers = [
-            _Server(
-                u,
-                self._openai.AsyncOpenAI(
-                    base_url=u, api_key=self._key, timeout=self.options.timeout, max_retries=0
-                ),
-            )
-            for u in self.base_urls
+            _Server(u, JSONClient(u, self._key, self.options.timeout)) for u in self.base_urls
         ]
         self._limit = AdaptiveLimit(self.options.concurrency)
 
@@ -383,18 +382,18 @@ class OpenAIBackend:
 
     async def _probe(self, server: _Server) -> None:
         """Ask the server for its models: does it answer, and is it vLLM?"""
-        openai = self._openai
         try:
-            page = await server.client.models.list(timeout=min(10.0, self.options.timeout))
-            owners = {getattr(m, "owned_by", "") for m in page.data}
-        except openai.APIStatusError:
+            page, _ = await server.client.get("models", timeout=min(10.0, self.options.timeout))
+            models = page.get("data") if isinstance(page, dict) else None
+            owners = {m.get("owned_by", "") for m in models or () if isinstance(m, dict)}
+        except (HTTPStatusError, MalformedReply):
             owners = set()  # it answers, but has no /models: a server of unknown kind
-        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
-            cause = exc.__cause__ or exc
-            self._failed(server, f"{type(cause).__name__}: {cause}", down=True)
+        except TransportConnectionError as exc:
+            self._failed(server, str(exc), down=True)
             return
-        except (openai.APIResponseValidationError, ValueError, TypeError, AttributeError):
-            owners = set()
+        except TransportTimeout:
+            self._failed(server, "no answer to GET /models within 10 s", down=True)
+            return
         server.kind = "vllm" if "vllm" in owners else ""
         if self.omit_params is not None:
             server.omit = self.omit_params
@@ -464,7 +463,7 @@ class OpenAIBackend:
     async def _attempt(self, prompt: Prompt, params: SamplingParams) -> _Attempt:
         """Ask once, on the least busy server, and say what came of it: a completion (a final
         error included), or a retry after `wait` s. Errors the user must act on raise."""
-        openai, limit = self._openai, self._limit
+        limit = self._limit
         assert limit is not None
         server = await self._pick()
         tokens = _tokens_counted(prompt, params)
@@ -485,20 +484,19 @@ class OpenAIBackend:
         server.in_flight += 1
         try:
             completion = await self._request(server, prompt, params)
-        except openai.APIStatusError as exc:
-            server.pacer.learn(getattr(exc.response, "headers", None), server.in_flight - 1)
+        except HTTPStatusError as exc:
+            server.pacer.learn(exc.headers, server.in_flight - 1)
             return await self._status_error(server, exc, sent)
-        except openai.APITimeoutError:
+        except TransportTimeout:
             self._stats.timeouts += 1
             self._failed(server, f"no answer within {self.options.timeout:g} s")
             await limit.congested(sent)
             return _Attempt()
-        except openai.APIConnectionError as exc:
-            cause = exc.__cause__ or exc
-            self._failed(server, f"{type(cause).__name__}: {cause}")
+        except TransportConnectionError as exc:
+            self._failed(server, str(exc))
             self._probe_soon(server)  # refused or reset: is it still there?
             return _Attempt()
-        except (openai.APIResponseValidationError, MalformedReply) as exc:
+        except MalformedReply as exc:
             self._failed(server, f"malformed response ({exc})")
             return _Attempt(answered=True)
         finally:
@@ -511,7 +509,7 @@ class OpenAIBackend:
             await limit.succeeded()
         return _Attempt(completion=completion)
 
-    async def _status_error(self, server: _Server, exc: Any, sent: float) -> _Attempt:
+    async def _status_error(self, server: _Server, exc: HTTPStatusError, sent: float) -> _Attempt:
         """An HTTP error: fatal (stops the run), final (this request fails), or retried."""
         assert self._limit is not None
         status = exc.status_code
@@ -527,7 +525,7 @@ class OpenAIBackend:
             return _Attempt(completion=Completion(text="", finish_reason="error", error=error))
         error = f"HTTP {status}: {_error_text(exc)[:300]}"
         answered = False
-        wait = _retry_after(exc.response)
+        wait = _retry_after(exc.headers)
         if wait and status in (429, 503):
             # The server said so: nothing goes to it until then. The request itself need not
             # wait: asked again, it goes to another server if one is free, else waits there.
@@ -574,7 +572,7 @@ class OpenAIBackend:
         said = [s.describe() for s in self._servers if s.last_error]
         return "; ".join(said) or self._last_error
 
-    def _refusal(self, server: _Server, param: str, exc: Any) -> str:
+    def _refusal(self, server: _Server, param: str, exc: HTTPStatusError) -> str:
         text = self._redact(_error_text(exc)[:300])
         fix = (
             f"run the same command again with --omit-param {param}"
@@ -585,14 +583,10 @@ class OpenAIBackend:
 
     async def _request(self, server: _Server, prompt: Prompt, params: SamplingParams) -> Completion:
         body = request_body(self.model, self.chat, prompt, params, server.omit or ())
-        resource = server.client.chat.completions if self.chat else server.client.completions
-        try:
-            # The raw response: its headers carry the provider's rate limit.
-            raw = await resource.with_raw_response.create(**body)
-            server.pacer.learn(raw.headers, others_in_flight=server.in_flight - 1)
-            response = raw.parse()
-        except json.JSONDecodeError as exc:  # the client parses the body it got
-            raise MalformedReply(f"not JSON: {exc}") from exc
+        path = "chat/completions" if self.chat else "completions"
+        response, headers = await server.client.post(path, body)
+        # The headers carry the provider's rate limit.
+        server.pacer.learn(headers, others_in_flight=server.in_flight - 1)
         return completion_of(response, self.chat)
 
     def _redact(self, text: str) -> str:
@@ -620,12 +614,6 @@ class OpenAIBackend:
         loop.close()
 
 
-class MalformedReply(Exception):
-    """A reply that came back (HTTP 200) but is not a completion: not JSON, no choices, no
-    text. The server's fault, retried like one; any other exception is a bug of ours and keeps
-    its traceback."""
-
-
 @dataclass
 class _Attempt:
     completion: Completion | None = None  # None: ask again
@@ -641,23 +629,29 @@ def _tokens_counted(prompt: Prompt, params: SamplingParams) -> int:
 
 
 def completion_of(response: Any, chat: bool) -> Completion:
-    """The completion in a parsed reply, or MalformedReply saying what is missing."""
-    choices = getattr(response, "choices", None)
-    if not choices:
+    """The completion in a decoded reply, or MalformedReply saying what is missing."""
+    choices = response.get("choices") if isinstance(response, dict) else None
+    if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
         raise MalformedReply("no choices")
     choice = choices[0]
-    holder = getattr(choice, "message", None) if chat else choice
-    text = getattr(holder, "content" if chat else "text", None)
-    if holder is None or not isinstance(text, (str, type(None))):
+    holder = choice.get("message") if chat else choice
+    text = holder.get("content" if chat else "text") if isinstance(holder, dict) else None
+    if not isinstance(holder, dict) or not isinstance(text, (str, type(None))):
         raise MalformedReply("no text in the first choice")
     usage = Usage()
-    if getattr(response, "usage", None) is not None:
+    counted = response.get("usage")
+    if isinstance(counted, dict):
         usage = Usage(
-            prompt_tokens=response.usage.prompt_tokens or 0,
-            completion_tokens=response.usage.completion_tokens or 0,
+            prompt_tokens=_count(counted.get("prompt_tokens")),
+            completion_tokens=_count(counted.get("completion_tokens")),
         )
-    finish = "length" if getattr(choice, "finish_reason", None) == "length" else "stop"
+    finish = "length" if choice.get("finish_reason") == "length" else "stop"
     return Completion(text=text or "", finish_reason=finish, usage=usage)
+
+
+def _count(value: Any) -> int:
+    """A token count as servers write it (an int, sometimes null or absent)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def _settle(future: Future[Completion], task: asyncio.Task[Completion]) -> None:
@@ -672,15 +666,15 @@ def _settle(future: Future[Completion], task: asyncio.Task[Completion]) -> None:
         future.set_result(task.result())
 
 
-def _retry_after(response: Any) -> float:
-    value = response.headers.get("retry-after") if response is not None else None
+def _retry_after(headers: typing.Mapping[str, str] | None) -> float:
+    value = headers.get("retry-after") if headers is not None else None
     try:
         return min(120.0, max(0.0, float(value))) if value is not None else 0.0
     except ValueError:
         return 0.0
 
 
-def _error_text(exc: Any) -> str:
+def _error_text(exc: HTTPStatusError) -> str:
     """The message of an error answer, without the client's "Error code: N - {...}" wrapping."""
     body = exc.body
     if isinstance(body, dict):
@@ -696,7 +690,7 @@ _UNSUPPORTED = re.compile(
 )
 
 
-def _refused_parameter(exc: Any) -> str | None:
+def _refused_parameter(exc: HTTPStatusError) -> str | None:
     """The request parameter a 400 says the server or model does not take, if it says one.
     Such an answer comes back for every request alike, so it is a setting to change, not a
     request to drop."""
