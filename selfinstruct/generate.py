@@ -327,6 +327,7 @@ class Generator:
                 self._process(slot)
                 self.next_process += 1
                 moved = True
+                self.dispatch.release_due()
             before = self.next_commit
             self._commit_ready()
             moved |= self.next_commit > before
