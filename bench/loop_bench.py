@@ -189,6 +189,8 @@ def run_case(
     server = out.get()
     proc.join(10)
     manifest = json.loads((run_dir / "run" / "manifest.json").read_text())
+    if target <= 1:  # the start-up run (see `startup_cpu`)
+        return {"client_cpu_s": usage.ru_utime + usage.ru_stime, "requests": server["requests"]}
     util = server["busy"] / (slots * server["window"]) if server["window"] else 0.0
     requests = max(1, server["requests"])
     client_cpu = usage.ru_utime + usage.ru_stime
@@ -226,6 +228,13 @@ def run_case(
     return result
 
 
+def startup_cpu() -> float:
+    """Client CPU seconds of a run with a target of one task (a handful of requests): Python's
+    start, the imports, the seeds' index and the shutdown, which every run pays once."""
+    got = run_case("start-up", 8, "fixed", 1, 8, None, [])
+    return float(got["client_cpu_s"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller targets")
@@ -257,12 +266,20 @@ def main() -> None:
         ),
         ("1 slot, 16 in flight, 8 s timeout", 1, "length", 40, 16, 4, ["--timeout", "8"]),
     ]
+    startup = startup_cpu()
+    print(json.dumps({"startup_client_cpu_s": round(startup, 2)}), flush=True)
     for name, slots, latency, target, concurrency, window, extra in cases:
         if args.only and args.only not in name:
             continue
         window = args.window or window
         target = max(10, math.ceil(target * scale))
         result = run_case(name, slots, latency, target, concurrency, window, extra)
+        # What each request costs once the client runs: the start-up taken out.
+        cpu_ms, requests = result.get("client_cpu_ms_per_request"), result.get("requests")
+        if isinstance(cpu_ms, float) and requests:
+            result["client_cpu_ms_per_request_after_startup"] = round(
+                cpu_ms - 1000 * startup / requests, 2
+            )
         print(json.dumps(result), flush=True)
 
 

@@ -145,16 +145,21 @@ class Dispatcher:
             return
         heapq.heappush(self.held, (request.priority, next(self._order), request))
 
-    def release(self) -> None:
+    def release(self, mid_pass: bool = False) -> None:
         """Hand held requests to the backend, by priority, while it has room.
 
         A backend with an adaptive limit gets a few more than its limit, so a slot that frees
         never waits for the loop's thread (the backend admits them by the same priority); a
-        batching backend gets everything (it wants full batches).
+        batching backend gets everything (it wants full batches). In the middle of a pass
+        (`release_due`) only up to the limit: the pass may yet make requests for older
+        prompts, which must not find the extra places taken by newer ones.
         """
         self._released_at = time.monotonic()
         limit = self.backend.stats().limit if self.held else None
-        room = len(self.held) if limit is None else limit + max(2, limit // 4)
+        if limit is None:
+            room = len(self.held)
+        else:
+            room = limit if mid_pass else limit + max(2, limit // 4)
         going = []
         while self.held and len(self.in_flight) + len(going) < room:
             going.append(heapq.heappop(self.held)[2])
@@ -191,7 +196,7 @@ class Dispatcher:
             and time.monotonic() - self._released_at >= self.RELEASE_EVERY
             and self.backend.stats().limit is not None
         ):
-            self.release()
+            self.release(mid_pass=True)
 
     # -- back --------------------------------------------------------------------------
 

@@ -96,16 +96,16 @@ class Demonstrations:
         self._rng_seed = seed
         # Each task is asked about twice (classification, then instances), with hundreds of
         # other tasks' questions between the two when many are in flight: its scores are kept
-        # until then (about 1.4 kB a task for 175 seeds), the oldest dropped first.
+        # until then, the oldest dropped first, in at most 16 MB (12,000 tasks at 175 seeds,
+        # 400 at 5,000).
         self._kept: OrderedDict[str, Any] = OrderedDict()
+        self._kept_max = max(256, (16 << 20) // (8 * max(1, len(seeds))))
         # The instance prompts' pools depend only on the seeds.
         shows_outputs = [t for t in self.classification if len({i.output for i in t.instances}) > 1]
         self._out_first = shows_outputs or self.classification
         with_input = [t for t in self.other if len(t.instances) > 1 and t.instances[0].input]
         self._in_first = with_input or self.other
         self._no_input = [t for t in self.other if t.instances and not t.instances[0].input]
-
-    KEPT_SCORES = 8192
 
     def _scores(self, instruction: str) -> list[float]:
         """ROUGE-L of `instruction` against each seed, as a list: the sort keys read it item
@@ -116,7 +116,7 @@ class Demonstrations:
         scores = self._kept.get(instruction)
         if scores is None:
             scores = self._kept[instruction] = self._index.scores(instruction)
-            if len(self._kept) > self.KEPT_SCORES:
+            if len(self._kept) > self._kept_max:
                 self._kept.popitem(last=False)
         return scores
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,23 @@ from selfinstruct.generate import run_generate
 PARAMS = SamplingParams(max_tokens=20, stop=("\n\n",))
 
 
+_made: list[OpenAIBackend] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_backends() -> Iterator[None]:
+    """Every backend a test made is closed after it: its HTTP sessions belong to its loop."""
+    yield
+    while _made:
+        _made.pop().close()
+
+
 def make_client(urls: list[str], chat: bool = False, **kw) -> OpenAIBackend:
     """A backend for `urls`; keywords are options, or the retry loop's tunables."""
     tunables = {k: kw.pop(k) for k in ("backoff_base", "connect_grace") if k in kw}
-    return OpenAIBackend("m", OpenAIOptions(base_url=urls, **kw), chat=chat, **tunables)
+    made = OpenAIBackend("m", OpenAIOptions(base_url=urls, **kw), chat=chat, **tunables)
+    _made.append(made)
+    return made
 
 
 def backend(server: FakeOpenAI, **kw) -> OpenAIBackend:
@@ -419,3 +433,55 @@ def test_a_server_held_back_by_its_limit_does_not_draw_the_requests() -> None:
     assert [d.text for d in done] == ["fine"] * 12
     # Only the opening wave reached it; nothing waited the 1.5 s it asked for.
     assert took < 1.4 and len(held.bodies) <= 4
+
+
+def test_a_long_pass_hands_requests_to_a_limited_backend_only_up_to_its_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mid-way through a long pass of the loop (`release_due`), a backend with a limit gets
+    held requests up to that limit, in priority order; the few extra places are filled only at
+    the pass's end. A backend without a limit (it batches) gets nothing mid-pass."""
+    from concurrent.futures import Future
+
+    from selfinstruct import dispatch as dispatch_module
+    from selfinstruct.backends.base import BackendStats, Completion
+    from selfinstruct.dispatch import Dispatcher, Request
+    from selfinstruct.keys import RequestKey
+    from selfinstruct.stages.base import Ask
+    from selfinstruct.store import RunStore
+
+    class Recorder:
+        model, chat = "m", True
+
+        def __init__(self, limit: int | None) -> None:
+            self.limit, self.got = limit, []
+
+        def stats(self) -> BackendStats:
+            return BackendStats(limit=self.limit)
+
+        def submit(self, request_id: str, *args: object) -> Future[Completion]:
+            self.got.append(request_id)
+            return Future()
+
+    cfg = GenerateConfig(run_dir=tmp_path / "run", backend="scripted")
+    clock = [100.0]
+    monkeypatch.setattr(dispatch_module.time, "monotonic", lambda: clock[0])
+    for limit in (8, None):
+        backend = Recorder(limit)
+        store = RunStore(tmp_path / f"run-{limit}")
+        with store:
+            dispatcher = Dispatcher(cfg, backend, store, store.path)  # type: ignore[arg-type]
+            for k in range(20):
+                key = RequestKey(prompt=k, stage="classification")
+                ask = Ask(prompt=f"p{k}", params=PARAMS)
+                dispatcher.send(Request(key=key, ask=ask, priority=(k, 0)))
+            dispatcher.release_due()  # too soon after the last release? none yet: due
+            clock[0] += 0.001
+            dispatcher.release_due()  # 1 ms later: not due
+            if limit is None:
+                assert backend.got == []
+            else:
+                assert backend.got == [f"{k}:classification" for k in range(8)]
+            clock[0] += 1.0
+            dispatcher.release()  # the pass's end: the extra places too
+            assert len(backend.got) == (20 if limit is None else 8 + 2)

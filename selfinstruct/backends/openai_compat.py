@@ -71,6 +71,7 @@ from selfinstruct.backends.transport import (
     MalformedReply,
     TransportConnectionError,
     TransportTimeout,
+    proxy_for,
 )
 from selfinstruct.config import OmitParam, OpenAIOptions
 
@@ -245,8 +246,21 @@ def connect(options: OpenAIOptions) -> tuple[str, list[str]]:
     urls = list(options.base_url) or [
         os.environ.get("OPENAI_BASE_URL", "https://api.openai.com/v1")
     ]
-    # Local servers often need no key; a placeholder keeps the header well-formed.
-    return os.environ.get(options.api_key_env) or "not-needed", urls
+    # Local servers often need no key; a placeholder keeps the header well-formed. A key read
+    # from a file often ends in a newline, which no header may hold.
+    key = (os.environ.get(options.api_key_env) or "").strip() or "not-needed"
+    if any(ord(c) < 32 or ord(c) == 127 for c in key):
+        raise BackendError(
+            f"${options.api_key_env} holds a control character; set it to the key alone"
+        )
+    for url in urls:
+        try:
+            proxy_for(url)
+        except ValueError:
+            raise BackendError(
+                f"--base-url {url!r} is not an http(s) URL (e.g. http://localhost:8000/v1)"
+            ) from None
+    return key, urls
 
 
 class OpenAIBackend:
@@ -382,18 +396,23 @@ class OpenAIBackend:
 
     async def _probe(self, server: _Server) -> None:
         """Ask the server for its models: does it answer, and is it vLLM?"""
+        wait = min(10.0, self.options.timeout)
         try:
-            page, _ = await server.client.get("models", timeout=min(10.0, self.options.timeout))
-            models = page.get("data") if isinstance(page, dict) else None
-            owners = {m.get("owned_by", "") for m in models or () if isinstance(m, dict)}
+            page, _ = await server.client.get("models", timeout=wait)
         except (HTTPStatusError, MalformedReply):
-            owners = set()  # it answers, but has no /models: a server of unknown kind
+            page = None  # it answers, but has no /models: a server of unknown kind
         except TransportConnectionError as exc:
             self._failed(server, str(exc), down=True)
             return
         except TransportTimeout:
-            self._failed(server, "no answer to GET /models within 10 s", down=True)
+            self._failed(server, f"no answer to GET /models within {wait:g} s", down=True)
             return
+        models = page.get("data") if isinstance(page, dict) else None
+        owners = {
+            m.get("owned_by")
+            for m in (models if isinstance(models, list) else ())
+            if isinstance(m, dict) and isinstance(m.get("owned_by"), str)
+        }
         server.kind = "vllm" if "vllm" in owners else ""
         if self.omit_params is not None:
             server.omit = self.omit_params

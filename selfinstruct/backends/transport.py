@@ -16,8 +16,11 @@ not JSON is `MalformedReply`. Anything else is a bug of ours and keeps its trace
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import ssl
+import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
@@ -61,8 +64,14 @@ _ENV_HEADERS = {"OPENAI_ORG_ID": "OpenAI-Organization", "OPENAI_PROJECT_ID": "Op
 class JSONClient:
     """Requests to one base URL (`https://host/v1`). Built inside the event loop that uses it."""
 
+    # aiohttp's defaults (8,190 bytes a header line, 128 headers) are below what proxies and
+    # gateways sometimes send; the openai package's client took them.
+    MAX_HEADER_BYTES, MAX_HEADERS = 65_536, 1_024
+
     def __init__(self, base_url: str, api_key: str, timeout: float) -> None:
         self.base_url = base_url.rstrip("/")
+        # Checked before the session exists, so a bad URL leaves nothing open behind it.
+        self._proxy = proxy_for(self.base_url)
         headers = {
             "Authorization": f"Bearer {api_key}",
             "Accept": "application/json",
@@ -73,13 +82,15 @@ class JSONClient:
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=timeout),
             # The backend's adaptive limit decides how many are in flight; the pool follows it.
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, ssl=_ssl_context()),
             # Not trust_env: it looks up the proxy and reads ~/.netrc at every request (12% of
             # the client's CPU at 128 in flight). The proxy is looked up once instead.
             trust_env=False,
             raise_for_status=False,
+            max_line_size=self.MAX_HEADER_BYTES,
+            max_field_size=self.MAX_HEADER_BYTES,
+            max_headers=self.MAX_HEADERS,
         )
-        self._proxy = proxy_for(self.base_url)
 
     async def post(self, path: str, body: Mapping[str, Any]) -> tuple[Any, Mapping[str, str]]:
         return await self._call("POST", path, json.dumps(body).encode(), None)
@@ -100,9 +111,12 @@ class JSONClient:
             async with self._session.request(method, url, data=data, **extra) as response:
                 raw = await response.read()
                 status, headers = response.status, response.headers
-        except TimeoutError as exc:  # aiohttp's own timeouts are TimeoutErrors too
+        except (asyncio.TimeoutError, TimeoutError) as exc:  # one class from Python 3.11 on
+            # aiohttp's own timeouts (ServerTimeoutError, ConnectionTimeoutError) are these too.
             raise TransportTimeout(str(exc) or "timed out") from exc
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+        except aiohttp.ClientError as exc:
+            # Refused, reset, cut short, not HTTP at all (a parser error is a
+            # ClientResponseError; statuses are not raised here), or an unusable URL.
             raise TransportConnectionError(f"{type(exc).__name__}: {exc}") from exc
         if status >= 400:
             raise HTTPStatusError(status, _decoded(raw), headers)
@@ -117,12 +131,31 @@ class JSONClient:
 
 def proxy_for(url: str) -> str | None:
     """The proxy the environment names for `url` (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY,
-    as the openai package's client reads them), or None."""
+    as the openai package's client reads them), or None. ValueError for a URL that is not one."""
     parts = urllib.parse.urlsplit(url)
-    if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"not an http(s) URL: {url!r}")
+    if urllib.request.proxy_bypass(parts.hostname):
         return None
     proxies = urllib.request.getproxies()
-    return proxies.get(parts.scheme) or proxies.get("all")
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if proxy and "://" not in proxy:
+        proxy = f"http://{proxy}"  # "host:3128", as httpx read it
+    return proxy or None
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """The system's certificate store: on macOS and Windows through truststore (company
+    certificates in the Keychain, python.org builds without OpenSSL's store), as the openai
+    package's client did; elsewhere OpenSSL's default paths."""
+    if sys.platform in ("darwin", "win32"):
+        try:
+            import truststore
+        except ImportError:  # pragma: no cover - a dependency on these platforms
+            pass
+        else:
+            return truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    return ssl.create_default_context()
 
 
 def _decoded(raw: bytes) -> Any:
