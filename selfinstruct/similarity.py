@@ -773,14 +773,18 @@ class RougeLIndex:
 
     def scores(self, text: str, workers: int = 1) -> np.ndarray:
         """Exhaustive ROUGE-L F-measure of `text` against every entry (no pruning)."""
-        enc = self._encode(text)
+        # Only the symbol sequence: the prefixes and signatures `_encode` also makes serve the
+        # pruned search alone, and cost more than this LCS against a pool of a few hundred.
+        encoded = self.encoder.encode(self._tokenize(text))
+        self._sync_symbol_kind()
+        seq = encoded if self._codepoints else as_ids(encoded)
         if not self._texts:
             return np.zeros(0)
         lcs = process.cdist(
-            [enc.seq], self._seqs, scorer=LCSseq.similarity, dtype=np.int64, workers=workers
+            [seq], self._seqs, scorer=LCSseq.similarity, dtype=np.int64, workers=workers
         )[0]
         lens = self._lens_np[: len(self._texts)]
-        return _fmeasure_array(lcs.astype(np.float64), lens, enc.length)
+        return _fmeasure_array(lcs.astype(np.float64), lens, len(seq))
 
     def most_similar(self, text: str, k: int = 10, workers: int = 1) -> list[Match]:
         """The k entries most similar to `text`, by exhaustive comparison (highest first)."""
