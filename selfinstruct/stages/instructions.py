@@ -430,12 +430,17 @@ def read(
     rejected = [Rejected.of("parse", reason, raw, request_id) for reason, raw in parsed.dropped]
     reading = Reading(NAME, len(parsed.instructions), tuple(r for r, _ in parsed.dropped))
     candidates = []
-    for text in parsed.instructions:
-        hit = rules.check(text)
+    hits = [rules.check(text) for text in parsed.instructions]
+    # The list's novel items in one vectorised pass: the same decisions as one at a time.
+    first = len(index)
+    passed = [text for text, hit in zip(parsed.instructions, hits, strict=True) if hit is None]
+    matches = iter(index.add_if_novel_many(passed))
+    kept = 0
+    for text, hit in zip(parsed.instructions, hits, strict=True):
         if hit is not None:
             rejected.append(Rejected.of("rules", hit.reason, text, request_id, detail=hit.detail))
             continue
-        match = index.add_if_novel(text)
+        match = next(matches)
         if match is not None:
             rejected.append(
                 Rejected.of(
@@ -448,8 +453,9 @@ def read(
                 )
             )
             continue
-        # Provenance against the pool as it was (the text itself was added last).
-        scores = index.scores(text)[:-1]
+        # Provenance against the pool as it was when the text was added (it was added last).
+        scores = index.scores(text)[: first + kept]
+        kept += 1
         candidates.append(
             Found(
                 instruction=text,
