@@ -8,13 +8,14 @@ module only loads the text and chooses demonstrations.
 
 from __future__ import annotations
 
-import heapq
 import random
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
+
+import numpy as np
 
 from selfinstruct.backends.base import Prompt
 from selfinstruct.config import PROMPTS_DIR
@@ -92,14 +93,16 @@ class Demonstrations:
         self._index = RougeLIndex(threshold=1.0, tokenizer=tokenizer)
         for task in seeds:
             self._index.add(task.instruction)
+        self._seeds = seeds
         self._position = {id(t): k for k, t in enumerate(seeds)}
+        self._members: dict[int, tuple[list[Task], np.ndarray]] = {}
         self._rng_seed = seed
         # Each task is asked about twice (classification, then instances), with hundreds of
         # other tasks' questions between the two when many are in flight: its scores are kept
-        # until then, the oldest dropped first, in at most 16 MB (12,000 tasks at 175 seeds,
-        # 400 at 5,000).
-        self._kept: OrderedDict[str, Any] = OrderedDict()
-        self._kept_max = max(256, (16 << 20) // (8 * max(1, len(seeds))))
+        # until then with their ranking, the oldest dropped first, in at most 16 MB (6,000
+        # tasks at 175 seeds, 256 at 5,000).
+        self._kept: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._kept_max = max(256, (16 << 20) // (16 * max(1, len(seeds))))
         # The instance prompts' pools depend only on the seeds.
         shows_outputs = [t for t in self.classification if len({i.output for i in t.instances}) > 1]
         self._out_first = shows_outputs or self.classification
@@ -110,15 +113,29 @@ class Demonstrations:
     def _scores(self, instruction: str) -> list[float]:
         """ROUGE-L of `instruction` against each seed, as a list: the sort keys read it item
         by item, far faster from a list than from an array."""
-        return self._scores_kept(instruction).tolist()
+        return self._kept_for(instruction)[0].tolist()
 
-    def _scores_kept(self, instruction: str) -> Any:
-        scores = self._kept.get(instruction)
-        if scores is None:
-            scores = self._kept[instruction] = self._index.scores(instruction)
+    def _kept_for(self, instruction: str) -> tuple[np.ndarray, np.ndarray]:
+        """The scores of `instruction` against each seed, and the seeds' positions most
+        similar first (ties to the earlier seed, so the choice never depends on set or dict
+        order)."""
+        kept = self._kept.get(instruction)
+        if kept is None:
+            scores = self._index.scores(instruction)
+            ranking = np.lexsort((np.arange(len(scores)), -scores))
+            kept = self._kept[instruction] = (scores, ranking)
             if len(self._kept) > self._kept_max:
                 self._kept.popitem(last=False)
-        return scores
+        return kept
+
+    def _member(self, pool: list[Task]) -> np.ndarray:
+        """Which seed positions `pool` (one of this object's fixed lists) holds."""
+        known = self._members.get(id(pool))
+        if known is None:
+            mask = np.zeros(len(self._seeds), dtype=bool)
+            mask[[self._position[id(t)] for t in pool]] = True
+            known = self._members[id(pool)] = (pool, mask)  # the list kept: its id stays its
+        return known[1]
 
     def _ranked(self, instruction: str, pool: list[Task], k: int, salt: str) -> list[Task]:
         """k tasks from `pool`, least similar first (so the nearest is next to the question)."""
@@ -126,11 +143,9 @@ class Demonstrations:
             return []
         if self.choice == "random":
             return random.Random(f"{self._rng_seed}:{salt}").sample(pool, min(k, len(pool)))
-        scores = self._scores(instruction)
-        position = self._position
-        # Ties go to the earlier seed, so the choice never depends on set or dict order.
-        ranked = heapq.nsmallest(k, pool, key=lambda t: (-scores[position[id(t)]], position[id(t)]))
-        return ranked[::-1]
+        ranking = self._kept_for(instruction)[1]
+        chosen = ranking[self._member(pool)[ranking]][:k]
+        return [self._seeds[i] for i in chosen[::-1].tolist()]
 
     def for_classification(self, instruction: str, k: int) -> list[Task]:
         """k/2 classification and k/2 other seeds: both answers are always shown."""

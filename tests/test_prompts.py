@@ -44,3 +44,22 @@ def test_random_demonstrations_are_one_fixed_set() -> None:
         "Is it?", 12
     )
     assert [t.id for t in other] != [t.id for t in a]
+
+
+def test_similar_demonstrations_are_the_plain_sort_of_the_seeds() -> None:
+    """The ranking kept per task (a lexsort, pools as masks) chooses what sorting each pool by
+    (-score, seed order) chooses, ties included, for any instruction and pool."""
+    seeds = SEEDS
+    demos = Demonstrations(seeds, "similar", seed=0, tokenizer="rouge")
+    position = {id(t): k for k, t in enumerate(seeds)}
+    questions = [t.instruction for t in seeds[::7]] + [
+        "Write a poem.",
+        "Classify the sentiment of the sentence.",
+        "zzz",  # shares nothing with any seed: every score ties at zero
+    ]
+    for question in questions:
+        scores = demos._scores(question)
+        for pool in (demos.classification, demos.other, demos._in_first, demos._no_input):
+            for k in (1, 3, 8):
+                plain = sorted(pool, key=lambda t: (-scores[position[id(t)]], position[id(t)]))
+                assert demos._ranked(question, pool, k, "x") == plain[:k][::-1]

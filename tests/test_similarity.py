@@ -276,3 +276,21 @@ def test_huge_token_frequencies_keep_the_decisions() -> None:
     huge = {tok: 2**36 + i for i, tok in enumerate(tokens)}
     expected = index_filter(texts, 0.7, prune=False)
     assert index_filter(texts, 0.7, token_frequencies=huge) == expected
+
+
+def test_top_matches_is_the_stable_sort_of_the_scores() -> None:
+    """The partition shortcut returns what a stable sort of every score returns: highest
+    first, the earlier entry first on ties, ties at the k-th place included."""
+    import numpy as np
+
+    from selfinstruct.similarity import RougeLIndex
+
+    index = RougeLIndex(threshold=0.7, tokenizer="rouge")
+    for k in range(300):
+        index.add(f"entry number {k}")
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        scores = np.round(rng.random(300), 1 if trial % 2 else 3)  # many ties, or few
+        for k in (1, 5, 10, 74):
+            expected = np.argsort(-scores, kind="stable")[:k].tolist()
+            assert [m.index for m in index.top_matches(scores, k)] == expected
