@@ -99,8 +99,9 @@ class Demonstrations:
         self._rng_seed = seed
         # Each task is asked about twice (classification, then instances), with hundreds of
         # other tasks' questions between the two when many are in flight: its scores are kept
-        # until then with their ranking, the oldest dropped first, in at most 16 MB (6,000
-        # tasks at 175 seeds, 256 at 5,000).
+        # until then with their ranking, the oldest dropped first: arrays of 16 MB at most
+        # (about 19 MB with Python's overhead; 5,800 tasks at 181 seeds, and never fewer than
+        # 256, so 20 MB at 5,000 seeds). An evicted task's scores are made again, the same.
         self._kept: OrderedDict[str, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._kept_max = max(256, (16 << 20) // (16 * max(1, len(seeds))))
         # The instance prompts' pools depend only on the seeds.
@@ -129,7 +130,9 @@ class Demonstrations:
         return kept
 
     def _member(self, pool: list[Task]) -> np.ndarray:
-        """Which seed positions `pool` (one of this object's fixed lists) holds."""
+        """Which seed positions `pool` holds. `pool` is one of this object's own lists, never
+        changed after __init__ (the mask is kept), and each seed is a distinct object (one per
+        line of the seed file), so its position is its own."""
         known = self._members.get(id(pool))
         if known is None:
             mask = np.zeros(len(self._seeds), dtype=bool)
