@@ -95,7 +95,6 @@ class Demonstrations:
             self._index.add(task.instruction)
         self._seeds = seeds
         self._position = {id(t): k for k, t in enumerate(seeds)}
-        self._members: dict[int, tuple[list[Task], np.ndarray]] = {}
         self._rng_seed = seed
         # Each task is asked about twice (classification, then instances), with hundreds of
         # other tasks' questions between the two when many are in flight: its scores are kept
@@ -110,6 +109,10 @@ class Demonstrations:
         with_input = [t for t in self.other if len(t.instances) > 1 and t.instances[0].input]
         self._in_first = with_input or self.other
         self._no_input = [t for t in self.other if t.instances and not t.instances[0].input]
+        # Which seed positions each pool holds (each seed a distinct object, one per line of
+        # the seed file); the pools never change after this.
+        pools = (self.classification, self.other, self._out_first, self._in_first, self._no_input)
+        self._masks = {id(pool): self._mask_of(pool) for pool in pools}
 
     def _scores(self, instruction: str) -> list[float]:
         """ROUGE-L of `instruction` against each seed, as a list: the sort keys read it item
@@ -129,16 +132,10 @@ class Demonstrations:
                 self._kept.popitem(last=False)
         return kept
 
-    def _member(self, pool: list[Task]) -> np.ndarray:
-        """Which seed positions `pool` holds. `pool` is one of this object's own lists, never
-        changed after __init__ (the mask is kept), and each seed is a distinct object (one per
-        line of the seed file), so its position is its own."""
-        known = self._members.get(id(pool))
-        if known is None:
-            mask = np.zeros(len(self._seeds), dtype=bool)
-            mask[[self._position[id(t)] for t in pool]] = True
-            known = self._members[id(pool)] = (pool, mask)  # the list kept: its id stays its
-        return known[1]
+    def _mask_of(self, pool: list[Task]) -> np.ndarray:
+        mask = np.zeros(len(self._seeds), dtype=bool)
+        mask[[self._position[id(t)] for t in pool]] = True
+        return mask
 
     def _ranked(self, instruction: str, pool: list[Task], k: int, salt: str) -> list[Task]:
         """k tasks from `pool`, least similar first (so the nearest is next to the question)."""
@@ -147,7 +144,7 @@ class Demonstrations:
         if self.choice == "random":
             return random.Random(f"{self._rng_seed}:{salt}").sample(pool, min(k, len(pool)))
         ranking = self._kept_for(instruction)[1]
-        chosen = ranking[self._member(pool)[ranking]][:k]
+        chosen = ranking[self._masks[id(pool)][ranking]][:k]
         return [self._seeds[i] for i in chosen[::-1].tolist()]
 
     def for_classification(self, instruction: str, k: int) -> list[Task]:

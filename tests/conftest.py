@@ -3,6 +3,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,8 +40,6 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[name] = threads
     # vLLM's CPU engines (servers and in-process alike) bind their threads to these cores.
     os.environ["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cores))
-    import sys
-
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(len(cores))
 

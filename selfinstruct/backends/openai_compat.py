@@ -71,7 +71,7 @@ from selfinstruct.backends.transport import (
     MalformedReply,
     TransportConnectionError,
     TransportTimeout,
-    proxy_for,
+    http_url,
 )
 from selfinstruct.config import OmitParam, OpenAIOptions
 
@@ -255,7 +255,7 @@ def connect(options: OpenAIOptions) -> tuple[str, list[str]]:
         )
     for url in urls:
         try:
-            proxy_for(url)
+            http_url(url)
         except ValueError:
             raise BackendError(
                 f"--base-url {url!r} is not an http(s) URL (e.g. http://localhost:8000/v1)"

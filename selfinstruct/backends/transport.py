@@ -134,13 +134,19 @@ class JSONClient:
         await self._session.close()
 
 
-def proxy_for(url: str) -> str | None:
-    """The proxy the environment names for `url` (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY,
-    as the openai package's client reads them), or None. ValueError for a URL that is not one."""
+def http_url(url: str) -> urllib.parse.SplitResult:
+    """`url` split, or ValueError when it is not an http(s) URL with a host."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an http(s) URL: {url!r}")
-    if urllib.request.proxy_bypass(parts.hostname):
+    return parts
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy the environment names for `url` (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY,
+    as the openai package's client reads them), or None. ValueError for a URL that is not one."""
+    parts = http_url(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
         return None
     proxies = urllib.request.getproxies()
     proxy = proxies.get(parts.scheme) or proxies.get("all")
