@@ -46,8 +46,8 @@ from selfinstruct.prompts import Demonstrations
 from selfinstruct.records import Rejected, Task, read_tasks
 from selfinstruct.rules import RuleFilter
 from selfinstruct.similarity import RougeLIndex
-from selfinstruct.stages import Ask, Candidate, Slot, StageContext, load_templates
-from selfinstruct.stats import Table1, table1
+from selfinstruct.stages import Ask, Candidate, Prefix, Slot, StageContext, load_templates
+from selfinstruct.stats import Table1, Table1Tally
 from selfinstruct.store import RunStore
 from selfinstruct.tokens import document_frequencies
 
@@ -151,7 +151,10 @@ class Generator:
         self.next_process = 0  # the next instruction response to parse and filter
         self.next_commit = 0  # the next prompt whose results are written
         self.accepted: list[Task] = []
+        self.figures = Table1Tally()  # Table 1 of `accepted`
         self.pool_after: list[int] = []  # len(accepted) after each committed prompt
+        self.classification: list[Task] = []  # the classification tasks of `accepted`
+        self.classification_after: list[int] = []  # their number after each committed prompt
         self.tally = RejectTally()  # what committed prompts dropped, by stage and reason
         self.coverage = ParseCoverage()  # of committed prompts, so a resumed run counts alike
         self.streak = 0  # committed prompts in a row that accepted nothing
@@ -180,8 +183,12 @@ class Generator:
         return self.outlook.short(len(self.accepted), self.cfg.target_tasks, per_prompt)
 
     def _issue(self, k: int) -> None:
-        visible = self.pool_after[k - self.window] if k - self.window >= 0 else 0
-        slot = stages.FIRST.slot(k, self.accepted[:visible], self.ctx)
+        shown = k - self.window  # the last committed prompt whose tasks prompt k may show
+        pool = Prefix(self.accepted, self.pool_after[shown] if shown >= 0 else 0)
+        classification = Prefix(
+            self.classification, self.classification_after[shown] if shown >= 0 else 0
+        )
+        slot = stages.FIRST.slot(k, pool, classification, self.ctx)
         self.slots[k] = slot
         self.outlook.issued()
         self._send(slot.key(stages.FIRST.name), stages.FIRST.ask(slot, self.ctx), slot)
@@ -239,7 +246,10 @@ class Generator:
             else:
                 batch.append((slot.prompt, tasks, rejected))
             self.accepted.extend(tasks)
+            self.figures.add(tasks)
             self.pool_after.append(len(self.accepted))
+            self.classification.extend(t for t in tasks if t.is_classification)
+            self.classification_after.append(len(self.classification))
             self.tally.add(rejected)
             readings = [slot.reading] + [r for c in slot.candidates for r in c.readings]
             for reading in readings:
@@ -466,7 +476,7 @@ def write_manifest(gen: Generator, status: str, message: str = "") -> None:
             reasked_tokens=gen.dispatch.reasked_tokens,
             seconds=round(gen.seconds(), 3),
         ),
-        table1=table1(gen.accepted),
+        table1=gen.figures.table(),
         lineage=gen.lineage,
     )
     gen.store.write_manifest(manifest)
@@ -506,7 +516,7 @@ def summarize(gen: Generator, started: float) -> GenerateSummary:
         rejected=gen.tally.tasks,
         instances_dropped=gen.tally.instances,
         parse_coverage=gen.coverage,
-        table1=table1(gen.accepted),
+        table1=gen.figures.table(),
         # A batch still running when the loop stopped is not part of the run's record.
         backend=gen.backend.stats().model_copy(
             update={"live_tokens": 0, "live_read": 0, "live_prompt": 0}

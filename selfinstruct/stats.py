@@ -59,24 +59,46 @@ ROWS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _mean(values: list[int]) -> float:
-    return round(sum(values) / len(values), 1) if values else 0.0
+def _mean(total: int, count: int) -> float:
+    return round(total / count, 1) if count else 0.0
+
+
+class Table1Tally:
+    """Table 1's sums, kept as tasks come, so a growing run's figures cost nothing to read."""
+
+    def __init__(self) -> None:
+        self.instructions = self.classification = self.instances = self.empty_input = 0
+        self.words_instruction = self.words_input = self.words_output = 0
+
+    def add(self, tasks: Iterable[Task]) -> Table1Tally:
+        for task in tasks:
+            self.instructions += 1
+            self.classification += bool(task.is_classification)
+            self.words_instruction += len(task.instruction.split())
+            for inst in task.instances:
+                self.instances += 1
+                self.words_output += len(inst.output.split())
+                if inst.input.strip():
+                    self.words_input += len(inst.input.split())
+                else:
+                    self.empty_input += 1
+        return self
+
+    def table(self) -> Table1:
+        return Table1(
+            instructions=self.instructions,
+            classification=self.classification,
+            non_classification=self.instructions - self.classification,
+            instances=self.instances,
+            instances_empty_input=self.empty_input,
+            mean_words_instruction=_mean(self.words_instruction, self.instructions),
+            mean_words_input=_mean(self.words_input, self.instances - self.empty_input),
+            mean_words_output=_mean(self.words_output, self.instances),
+        )
 
 
 def table1(tasks: Iterable[Task]) -> Table1:
-    tasks = list(tasks)
-    instances = [inst for task in tasks for inst in task.instances]
-    n_cls = sum(1 for t in tasks if t.is_classification)
-    return Table1(
-        instructions=len(tasks),
-        classification=n_cls,
-        non_classification=len(tasks) - n_cls,
-        instances=len(instances),
-        instances_empty_input=sum(1 for i in instances if not i.input.strip()),
-        mean_words_instruction=_mean([len(t.instruction.split()) for t in tasks]),
-        mean_words_input=_mean([len(i.input.split()) for i in instances if i.input.strip()]),
-        mean_words_output=_mean([len(i.output.split()) for i in instances]),
-    )
+    return Table1Tally().add(tasks).table()
 
 
 def _cell(table: Table1, key: str) -> str:

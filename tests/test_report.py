@@ -62,3 +62,32 @@ def test_leading_verb() -> None:
     assert leading_verb("Write a poem.") == "write"
     assert leading_verb('  "Explain" this') == "explain"
     assert leading_verb("123") == "(none)"
+
+
+def test_table1_tally_counts_as_the_paper_does() -> None:
+    """Table 1 kept as tasks come (the run adds each committed prompt's tasks) gives the
+    figures of the whole set: words split on whitespace, means over non-empty inputs only."""
+    from selfinstruct.records import Instance, Task
+    from selfinstruct.stats import Table1Tally, table1
+
+    def task(text: str, cls: bool | None, *pairs: tuple[str, str]) -> Task:
+        instances = [Instance(input=i, output=o) for i, o in pairs]
+        return Task(id=text, instruction=text, instances=instances, is_classification=cls)
+
+    tasks = [
+        task("Name a colour.", False, ("", "Red.")),
+        task("Is the review positive?", True, ("Great food", "Yes"), ("  ", "No, it is not")),
+        task("Sort the list of numbers given", None, ("3 1 2", "1 2 3"), ("9 8", "8 9")),
+        task("Say nothing.", False),
+    ]
+    whole = table1(tasks)
+    assert (whole.instructions, whole.classification, whole.non_classification) == (4, 1, 3)
+    assert (whole.instances, whole.instances_empty_input) == (5, 2)
+    assert whole.mean_words_instruction == round((3 + 4 + 6 + 2) / 4, 1)
+    assert whole.mean_words_input == round((2 + 3 + 2) / 3, 1)
+    assert whole.mean_words_output == round((1 + 1 + 4 + 3 + 2) / 5, 1)
+    tally = Table1Tally()
+    for chunk in ([], tasks[:1], tasks[1:3], tasks[3:]):
+        tally.add(chunk)
+    assert tally.table() == whole
+    assert Table1Tally().table().mean_words_input == 0.0

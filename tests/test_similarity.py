@@ -279,11 +279,12 @@ def test_huge_token_frequencies_keep_the_decisions() -> None:
 
 
 def test_top_matches_is_the_stable_sort_of_the_scores() -> None:
-    """The partition shortcut returns what a stable sort of every score returns: highest
-    first, the earlier entry first on ties, ties at the k-th place included."""
+    """The block shortcut returns what a stable sort of every score returns: highest first,
+    the earlier entry first on ties, ties at the k-th place included, for pools small enough
+    to sort and large ones, of mostly zeros, few distinct scores or all distinct."""
     import numpy as np
 
-    from selfinstruct.similarity import RougeLIndex
+    from selfinstruct.similarity import RougeLIndex, top_indices
 
     index = RougeLIndex(threshold=0.7, tokenizer="rouge")
     for k in range(300):
@@ -294,3 +295,43 @@ def test_top_matches_is_the_stable_sort_of_the_scores() -> None:
         for k in (1, 5, 10, 74):
             expected = np.argsort(-scores, kind="stable")[:k].tolist()
             assert [m.index for m in index.top_matches(scores, k)] == expected
+    for trial in range(300):
+        n = int(rng.integers(600, 9000))
+        scores = rng.random(n)
+        if trial % 3 == 0:
+            scores = np.round(scores, 1)
+        if trial % 3 == 1:  # mostly zeros: fewer than k scores above the blocks' floor
+            scores = np.where(rng.random(n) < 0.002, np.round(scores, 2), 0.0)
+        for k in (1, 3, 10, 20):
+            expected = np.argsort(-scores, kind="stable")[:k].tolist()
+            assert top_indices(scores, k).tolist() == expected
+
+
+def test_provenance_in_the_background_is_the_exhaustive_one() -> None:
+    """`provenance` (a background thread, one job per list) gives each entry what the
+    exhaustive `scores` gives against the entries before it: the ten most similar, earliest
+    first on ties, and the mean; the very first entry has neither."""
+    from selfinstruct.similarity import RougeLIndex
+
+    index = RougeLIndex(threshold=0.7, tokenizer="rouge")
+    rng = random.Random(3)
+    words = ["write", "a", "poem", "list", "the", "given", "sentence", "classify", "story", "x"]
+    texts = list(
+        dict.fromkeys(" ".join(rng.choices(words, k=rng.randint(2, 9))) for _ in range(400))
+    )
+    for text in texts:
+        index.add(text)
+    jobs = [(0, 1), (0, 5), (1, 7), (37, 12), (len(texts) - 20, 20), (50, 0)]
+    futures = [index.provenance(first, count) for first, count in jobs]
+    for (first, count), future in zip(jobs, futures, strict=True):
+        got = future.result()
+        assert len(got) == count
+        for entry, prov in zip(range(first, first + count), got, strict=True):
+            if entry == 0:
+                assert prov.most_similar == {} and prov.avg_similarity is None
+                continue
+            scores = index.scores(texts[entry])[:entry]
+            expected = {m.text: m.score for m in index.top_matches(scores, 10)}
+            assert prov.most_similar == expected
+            assert list(prov.most_similar) == list(expected)
+            assert prov.avg_similarity == float(scores.mean())

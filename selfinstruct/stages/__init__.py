@@ -12,7 +12,7 @@ from pathlib import Path
 
 from selfinstruct.prompts import Templates
 from selfinstruct.stages import classification, instances, instructions
-from selfinstruct.stages.base import Ask, Candidate, Slot, Stage, StageContext
+from selfinstruct.stages.base import Ask, Candidate, Prefix, Slot, Stage, StageContext
 
 # The loop's stages, in order: the first makes candidates from an instruction prompt, each later
 # one takes a candidate on or decides it. A new stage is its module and one entry here.
@@ -35,6 +35,7 @@ __all__ = [
     "THEN",
     "Ask",
     "Candidate",
+    "Prefix",
     "Slot",
     "Stage",
     "StageContext",

@@ -10,9 +10,10 @@ through this protocol and the list in `stages/__init__.py`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, overload
 
 from selfinstruct.backends.base import Completion, Prompt
 from selfinstruct.config import GenerateConfig, SamplingParams
@@ -23,7 +24,7 @@ from selfinstruct.records import Rejected, Task
 if TYPE_CHECKING:
     from selfinstruct.prompts import Demonstrations, Templates
     from selfinstruct.rules import RuleFilter
-    from selfinstruct.similarity import RougeLIndex
+    from selfinstruct.similarity import Provenance, RougeLIndex
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,14 @@ class Found:
     """A new instruction that passed the rules and was novel enough to join the pool."""
 
     instruction: str
-    most_similar: dict[str, float]  # the ten most similar pool instructions, with ROUGE-L
-    avg_similarity: float | None
+    # Its list's provenance, being computed beside the loop (`RougeLIndex.provenance`), and
+    # this instruction's place in it; read when the candidate becomes a task.
+    provenances: Future[list[Provenance]]
+    position: int
+
+    @property
+    def provenance(self) -> Provenance:
+        return self.provenances.result()[self.position]
 
 
 @dataclass
@@ -103,6 +110,31 @@ class Slot:
 
     def key(self, stage: str) -> RequestKey:
         return RequestKey(self.prompt, stage)
+
+
+T = TypeVar("T")
+
+
+class Prefix(Sequence[T], Generic[T]):
+    """The first `length` items of a list that only grows, without copying them (a prompt
+    samples a few machine tasks from a pool of thousands)."""
+
+    def __init__(self, items: list[T], length: int) -> None:
+        self._items, self._length = items, length
+
+    def __len__(self) -> int:
+        return self._length
+
+    @overload
+    def __getitem__(self, index: int) -> T: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[T]: ...
+    def __getitem__(self, index: int | slice) -> T | list[T]:
+        if isinstance(index, slice):
+            return self._items[: self._length][index]
+        if not -self._length <= index < self._length:
+            raise IndexError(index)
+        return self._items[index % self._length]
 
 
 Item = TypeVar("Item", contravariant=True)

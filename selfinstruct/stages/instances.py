@@ -745,8 +745,8 @@ class InstanceStage:
                 source="machine",
                 round=candidate.prompt,
                 request_id=candidate.source.text,
-                most_similar=found.most_similar,
-                avg_similarity_score=found.avg_similarity,
+                most_similar=found.provenance.most_similar,
+                avg_similarity_score=found.provenance.avg_similarity,
                 model=ctx.model,
             )
         return kept is not None

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
@@ -51,16 +52,18 @@ def classification_prompt(number: int, share: float) -> bool:
 def choose_examples(
     cfg: GenerateConfig,
     number: int,
-    pool: list[Task],
+    pool: Sequence[Task],
+    classification_pool: Sequence[Task],
     seeds: list[Task],
     classification_seeds: list[Task],
     classification_only: bool,
 ) -> list[str]:
-    """The instructions prompt `number` shows: `machine_examples` from the pool it may see,
-    the rest from the seeds, shuffled; the same for the same prompt, run after run."""
+    """The instructions prompt `number` shows: `machine_examples` from the pool it may see
+    (its classification tasks only, for a classification prompt), the rest from the seeds,
+    shuffled; the same for the same prompt, run after run."""
     rng = random.Random(f"{cfg.seed}:{number}")
     if classification_only:
-        pool = [t for t in pool if t.is_classification]
+        pool = classification_pool
         seeds = classification_seeds or seeds
     machine = rng.sample(pool, min(cfg.machine_examples, len(pool)))
     humans = rng.sample(
@@ -429,13 +432,12 @@ def read(
         )
     rejected = [Rejected.of("parse", reason, raw, request_id) for reason, raw in parsed.dropped]
     reading = Reading(NAME, len(parsed.instructions), tuple(r for r, _ in parsed.dropped))
-    candidates = []
     hits = [rules.check(text) for text in parsed.instructions]
     # The list's novel items in one vectorised pass: the same decisions as one at a time.
     first = len(index)
     passed = [text for text, hit in zip(parsed.instructions, hits, strict=True) if hit is None]
     matches = iter(index.add_if_novel_many(passed))
-    kept = 0
+    kept: list[str] = []
     for text, hit in zip(parsed.instructions, hits, strict=True):
         if hit is not None:
             rejected.append(Rejected.of("rules", hit.reason, text, request_id, detail=hit.detail))
@@ -453,16 +455,11 @@ def read(
                 )
             )
             continue
-        # Provenance against the pool as it was when the text was added (it was added last).
-        scores = index.scores(text)[: first + kept]
-        kept += 1
-        candidates.append(
-            Found(
-                instruction=text,
-                most_similar={m.text: m.score for m in index.top_matches(scores, 10)},
-                avg_similarity=float(scores.mean()) if len(scores) else None,
-            )
-        )
+        kept.append(text)
+    # Each kept item against the pool as it was when it was added (the novel ones were added
+    # last, in order), beside the loop: provenance decides nothing.
+    provenances = index.provenance(first, len(kept))
+    candidates = [Found(text, provenances, i) for i, text in enumerate(kept)]
     return candidates, rejected, reading
 
 
@@ -471,11 +468,24 @@ class InstructionStage:
 
     name = NAME
 
-    def slot(self, number: int, pool: list[Task], ctx: StageContext) -> Slot:
-        """Instruction prompt `number`, showing machine tasks from `pool` (those it may see)."""
+    def slot(
+        self,
+        number: int,
+        pool: Sequence[Task],
+        classification_pool: Sequence[Task],
+        ctx: StageContext,
+    ) -> Slot:
+        """Instruction prompt `number`, showing machine tasks from `pool` (those it may see;
+        `classification_pool`: the classification tasks among them)."""
         only = classification_prompt(number, ctx.options.classification_prompts)
         examples = choose_examples(
-            ctx.options, number, pool, ctx.seeds, ctx.demos.classification, only
+            ctx.options,
+            number,
+            pool,
+            classification_pool,
+            ctx.seeds,
+            ctx.demos.classification,
+            only,
         )
         return Slot(prompt=number, examples=examples, classification_only=only)
 
