@@ -254,6 +254,16 @@ def main() -> None:
         ("128 slots, length-proportional", 128, "length", 1200, 128, 256, []),
         ("128 slots, length-proportional, --concurrency only", 128, "length", 1200, 128, None, []),
         ("512 slots, length-proportional, --concurrency only", 512, "length", 4000, 512, None, []),
+        # A run the size such a fleet is for: four windows, the ramp and the drain amortised.
+        (
+            "512 slots, length-proportional, --concurrency only, 16,000 tasks",
+            512,
+            "length",
+            16000,
+            512,
+            None,
+            [],
+        ),
         # A fleet's worth in flight (issue 25): must complete with nothing lost.
         (
             "2048 slots, length-proportional, --concurrency only",

@@ -77,6 +77,13 @@ class Provenance:
     avg_similarity: float | None
 
 
+def no_provenance(entries: Sequence[object]) -> Future[list[Provenance]]:
+    """An empty provenance for each of `entries` (`--no-provenance`), as a finished job."""
+    done: Future[list[Provenance]] = Future()
+    done.set_result([Provenance({}, None)] * len(entries))
+    return done
+
+
 @functools.cache
 def _background() -> ThreadPoolExecutor:
     # One thread: jobs finish in the order they were given. rapidfuzz's cdist releases the GIL,

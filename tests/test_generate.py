@@ -386,3 +386,41 @@ def test_the_outlook_kept_as_counts_equals_a_sum_over_the_slots(
     assert run_generate(config(tmp_path, target_tasks=40, max_requests=30)).status == "budget"
     assert run_generate(config(tmp_path, target_tasks=40)).status == "done"
     assert len(checks) > 20 and max(checks) > 0  # checked while slots were open
+
+
+def test_provenance_is_the_pool_s_and_no_provenance_leaves_it_out(tmp_path: Path) -> None:
+    """Each task's provenance, computed beside the loop, scores as rouge_score does, and its
+    best is at least the best against the seeds and the tasks written before it (the pool
+    also holds instructions dropped in later stages); `--no-provenance` writes the same tasks
+    without it, and a run cannot resume with it switched."""
+    from rouge_score import rouge_scorer
+
+    from selfinstruct.records import read_tasks
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+
+    def rouge(a: str, b: str) -> float:
+        return scorer.score(b, a)["rougeL"].fmeasure
+
+    cfg = config(tmp_path, target_tasks=30)
+    run_generate(cfg)
+    tasks = read(cfg.run_dir / "tasks.jsonl")
+    seeds = [t.instruction for t in read_tasks(cfg.seed_tasks)]
+    assert len(tasks) >= 30
+    for n, task in enumerate(tasks):
+        similar = task["most_similar"]
+        assert len(similar) == 10 and task["instruction"] not in similar  # earlier ones only
+        for text, score in similar.items():
+            assert score == pytest.approx(rouge(task["instruction"], text), abs=1e-12)
+        known = seeds + [t["instruction"] for t in tasks[:n]]
+        best = max(similar.values())
+        assert best >= max(rouge(task["instruction"], t) for t in known) - 1e-12
+        assert list(similar.values()) == sorted(similar.values(), reverse=True)
+        assert 0.0 < task["avg_similarity_score"] < best
+    plain = config(tmp_path, run_dir=tmp_path / "plain", target_tasks=30, provenance=False)
+    run_generate(plain)
+    without = read(plain.run_dir / "tasks.jsonl")
+    assert [t["instruction"] for t in without] == [t["instruction"] for t in tasks]
+    assert not any(t.get("most_similar") or "avg_similarity_score" in t for t in without)
+    with pytest.raises(SelfInstructError, match=r"different settings.*provenance"):
+        run_generate(config(tmp_path, run_dir=plain.run_dir, target_tasks=40))

@@ -33,7 +33,7 @@ from selfinstruct.keys import RequestKey
 from selfinstruct.prompts import Templates
 from selfinstruct.records import Rejected, Task
 from selfinstruct.rules import RuleFilter
-from selfinstruct.similarity import RougeLIndex
+from selfinstruct.similarity import RougeLIndex, no_provenance
 from selfinstruct.stages.base import Ask, Candidate, Found, Slot, StageContext
 from selfinstruct.stages.text import json_schema, one_line, read_json, unmark, with_json_hint
 
@@ -458,7 +458,7 @@ def read(
         kept.append(text)
     # Each kept item against the pool as it was when it was added (the novel ones were added
     # last, in order), beside the loop: provenance decides nothing.
-    provenances = index.provenance(first, len(kept))
+    provenances = index.provenance(first, len(kept)) if cfg.provenance else no_provenance(kept)
     candidates = [Found(text, provenances, i) for i, text in enumerate(kept)]
     return candidates, rejected, reading
 
