@@ -1,6 +1,6 @@
 """Second by second, what the client does in one `bench/loop_bench.py` case.
 
-    python bench/loop_timeline.py [--slots 512] [--target 4000]
+    python bench/loop_timeline.py [--slots 512] [--target 4000] [-- more generate options]
 
 The same fake server (length-proportional latency) and the same command as loop_bench's
 "--concurrency only" cases; every second: the client's CPU (from /proc), the answers journaled
@@ -40,6 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--slots", type=int, default=512)
     parser.add_argument("--target", type=int, default=4000)
+    parser.add_argument("extra", nargs="*", help="more generate options, after --")
     args = parser.parse_args()
     ctx = mp.get_context("fork")
     out, stop = ctx.Queue(), ctx.Event()
@@ -51,7 +52,7 @@ def main() -> None:
     run = Path(tempfile.mkdtemp(prefix="loop-timeline-")) / "run"
     cmd = [sys.executable, "-m", "selfinstruct.cli", "generate", "-b", "openai", "-m", "bench"]
     cmd += ["--completions", "--base-url", url, "-o", str(run), "-n", str(args.target)]
-    cmd += ["--concurrency", str(args.slots), "-q"]
+    cmd += ["--concurrency", str(args.slots), "-q", *args.extra]
     env = {**os.environ, "PYTHONPATH": str(loop_bench.REPO)}
     child = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
     started, cpu_before, answers_before = time.perf_counter(), 0.0, 0
