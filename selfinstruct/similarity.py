@@ -92,6 +92,11 @@ def _background() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="selfinstruct-provenance")
 
 
+if hasattr(os, "register_at_fork"):
+    # A forked child has none of its parent's threads: it starts its own pool when it needs one.
+    os.register_at_fork(after_in_child=_background.cache_clear)
+
+
 def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
@@ -335,3 +336,24 @@ def test_provenance_in_the_background_is_the_exhaustive_one() -> None:
             assert prov.most_similar == expected
             assert list(prov.most_similar) == list(expected)
             assert prov.avg_similarity == float(scores.mean())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_provenance_works_in_a_forked_child() -> None:
+    """A child forked after the parent's provenance thread started has no such thread; it
+    must start its own instead of waiting forever on the parent's."""
+    from selfinstruct.similarity import RougeLIndex
+
+    index = RougeLIndex(threshold=0.7, tokenizer="rouge")
+    for text in ("write a poem", "write a story", "classify the sentence"):
+        index.add(text)
+    assert index.provenance(1, 2).result(timeout=30)[1].most_similar  # the parent's thread
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if its provenance comes back
+        try:
+            index.provenance(1, 2).result(timeout=30)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
