@@ -324,6 +324,7 @@ class Generator:
                         report_progress(self, started)
             finally:
                 dispatch.drain()
+                self.ctx.index.cancel_provenance()
             write_manifest(self, self.status, self.message)
             report_progress(self, started)
             return summarize(self, started)

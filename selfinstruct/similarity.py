@@ -29,6 +29,7 @@ from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -98,7 +99,16 @@ if hasattr(os, "register_at_fork"):
 
 
 def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """The cores this process may use: its CPU affinity, within a cgroup v2 quota if one is set
+    (a container limited to 2 CPUs on a large host sees the host's cores in its affinity)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            return max(1, min(cores or 1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return cores or 1
 
 
 _TOP_BLOCK = 64  # entries per block in `top_indices`
@@ -108,6 +118,8 @@ def top_indices(scores: np.ndarray, k: int) -> np.ndarray:
     """The indices of the k highest `scores`, highest first and the earlier entry first on
     ties: what a stable sort of the negated scores gives, without sorting the whole pool."""
     n = len(scores)
+    if k <= 0:
+        return np.empty(0, dtype=np.intp)
     if n < _TOP_BLOCK * k:
         return np.argsort(-scores, kind="stable")[:k]
     # The k-th highest of the blocks' maxima is at most the k-th highest score (k blocks each
@@ -393,6 +405,7 @@ class RougeLIndex:
         self._top_bucket = 0  # the largest length bucket any entry is in
         self._exact: dict[str | tuple[int, ...], int] = {}
         self._codepoints = True
+        self._pending: list[Future[list[Provenance]]] = []  # provenance jobs not yet done
 
     def __len__(self) -> int:
         return len(self._texts)
@@ -860,7 +873,19 @@ class RougeLIndex:
         """The provenance of entries first .. first + count - 1, each against the entries
         before it, computed in a background thread (the entries must already be added; later
         additions do not change the answer)."""
-        return _background().submit(self._provenance, first, count, k)
+        if count <= 0:
+            return no_provenance([])
+        self._pending = [job for job in self._pending if not job.done()]
+        job = _background().submit(self._provenance, first, count, k)
+        self._pending.append(job)
+        return job
+
+    def cancel_provenance(self) -> None:
+        """Drop the provenance jobs not started yet (a run that stops needs none of them, and
+        the interpreter's exit would wait for them all)."""
+        for job in self._pending:
+            job.cancel()
+        self._pending = []
 
     def _provenance(self, first: int, count: int, k: int) -> list[Provenance]:
         # Entries are only appended, and a grown array or a list converted to ids

@@ -306,6 +306,7 @@ def test_top_matches_is_the_stable_sort_of_the_scores() -> None:
         for k in (1, 3, 10, 20):
             expected = np.argsort(-scores, kind="stable")[:k].tolist()
             assert top_indices(scores, k).tolist() == expected
+    assert top_indices(np.zeros(0), 0).tolist() == top_indices(np.ones(700), 0).tolist() == []
 
 
 def test_provenance_in_the_background_is_the_exhaustive_one() -> None:
@@ -357,3 +358,41 @@ def test_provenance_works_in_a_forked_child() -> None:
             os._exit(1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_provenance_while_the_pool_grows_and_turns_to_ids() -> None:
+    """Jobs submitted after each list while the loop keeps adding, and while the encoder runs
+    out of code points (the stored sequences become tuples of ids midway), each see exactly
+    the pool before their entries; a stopped run's jobs not yet started are cancelled."""
+    import sys
+
+    from selfinstruct.similarity import RougeLIndex
+
+    rng = random.Random(5)
+    vocab = [f"w{i}" for i in range(400)]
+    texts = list(
+        dict.fromkeys(" ".join(rng.choices(vocab, k=rng.randint(3, 9))) for _ in range(900))
+    )
+    index = RougeLIndex(threshold=1.0, tokenizer="rouge")  # keeps every distinct text
+    index.encoder.codepoint_limit = 250  # ids from the 250th token on
+    jobs = []
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # hand the GIL over as often as possible
+    try:
+        for start in range(0, len(texts), 7):
+            batch = texts[start : start + 7]
+            first = len(index)
+            index.add_if_novel_many(batch)
+            jobs.append((first, len(batch), index.provenance(first, len(batch))))
+    finally:
+        sys.setswitchinterval(switch)
+    assert not index.encoder.codepoints  # the switch to ids happened
+    for first, count, job in jobs:
+        for entry, prov in zip(range(first, first + count), job.result(), strict=True):
+            scores = index.scores(texts[entry])[:entry]
+            expected = {m.text: m.score for m in index.top_matches(scores, 10)}
+            assert list(prov.most_similar.items()) == list(expected.items())
+            assert prov.avg_similarity == (float(scores.mean()) if entry else None)
+    many = [index.provenance(0, len(index)) for _ in range(20)]
+    index.cancel_provenance()
+    assert sum(job.cancelled() for job in many) >= 18  # all but the one running, if any
