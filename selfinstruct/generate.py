@@ -150,11 +150,7 @@ class Generator:
         self.next_prompt = 0  # the next instruction prompt to issue
         self.next_process = 0  # the next instruction response to parse and filter
         self.next_commit = 0  # the next prompt whose results are written
-        self.accepted: list[Task] = []
-        self.figures = Table1Tally()  # Table 1 of `accepted`
-        self.pool_after: list[int] = []  # len(accepted) after each committed prompt
-        self.classification: list[Task] = []  # the classification tasks of `accepted`
-        self.classification_after: list[int] = []  # their number after each committed prompt
+        self.pool = MachinePool()  # the tasks committed so far
         self.tally = RejectTally()  # what committed prompts dropped, by stage and reason
         self.coverage = ParseCoverage()  # of committed prompts, so a resumed run counts alike
         self.streak = 0  # committed prompts in a row that accepted nothing
@@ -179,15 +175,12 @@ class Generator:
         # Prompt k shows machine tasks committed up to prompt k - window: wait for them.
         if self.next_prompt - self.window >= self.next_commit:
             return False
-        per_prompt = recent_yield(self.pool_after, self.window)
-        return self.outlook.short(len(self.accepted), self.cfg.target_tasks, per_prompt)
+        per_prompt = recent_yield(self.pool.after, self.window)
+        return self.outlook.short(len(self.pool), self.cfg.target_tasks, per_prompt)
 
     def _issue(self, k: int) -> None:
-        shown = k - self.window  # the last committed prompt whose tasks prompt k may show
-        pool = Prefix(self.accepted, self.pool_after[shown] if shown >= 0 else 0)
-        classification = Prefix(
-            self.classification, self.classification_after[shown] if shown >= 0 else 0
-        )
+        # Prompt k shows the tasks committed up to prompt k - window.
+        pool, classification = self.pool.shown_by(k - self.window)
         slot = stages.FIRST.slot(k, pool, classification, self.ctx)
         self.slots[k] = slot
         self.outlook.issued()
@@ -245,11 +238,7 @@ class Generator:
                     )
             else:
                 batch.append((slot.prompt, tasks, rejected))
-            self.accepted.extend(tasks)
-            self.figures.add(tasks)
-            self.pool_after.append(len(self.accepted))
-            self.classification.extend(t for t in tasks if t.is_classification)
-            self.classification_after.append(len(self.classification))
+            self.pool.commit(tasks)
             self.tally.add(rejected)
             readings = [slot.reading] + [r for c in slot.candidates for r in c.readings]
             for reading in readings:
@@ -263,7 +252,7 @@ class Generator:
 
     def _check_finished(self) -> None:
         cfg = self.cfg
-        if len(self.accepted) >= cfg.target_tasks:
+        if len(self.pool) >= cfg.target_tasks:
             self.status = DONE
             self.message = f"reached the target of {cfg.target_tasks} tasks"
         elif self.streak >= cfg.no_progress_prompts:
@@ -382,6 +371,38 @@ def _check_structured(backend: Backend) -> None:
 # -- how many prompts to issue: what the prompts in flight will likely still give ----------
 
 
+class MachinePool:
+    """The machine tasks committed so far, in prompt order, and what a prompt may show."""
+
+    def __init__(self) -> None:
+        self.tasks: list[Task] = []
+        self.classification: list[Task] = []  # the classification tasks among them
+        self.after: list[int] = []  # len(tasks) after each committed prompt
+        self._classification_after: list[int] = []  # len(classification), likewise
+        self.figures = Table1Tally()  # Table 1 of `tasks`, kept as they come
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def commit(self, tasks: list[Task]) -> None:
+        """The tasks of the next prompt in order."""
+        self.tasks.extend(tasks)
+        self.figures.add(tasks)
+        self.after.append(len(self.tasks))
+        self.classification.extend(t for t in tasks if t.is_classification)
+        self._classification_after.append(len(self.classification))
+
+    def shown_by(self, last: int) -> tuple[Prefix[Task], Prefix[Task]]:
+        """The tasks of prompts up to `last` (none if negative), and the classification tasks
+        among them: views, not copies, since a prompt samples a few of thousands."""
+        if last < 0:
+            return Prefix(self.tasks, 0), Prefix(self.classification, 0)
+        return (
+            Prefix(self.tasks, self.after[last]),
+            Prefix(self.classification, self._classification_after[last]),
+        )
+
+
 def recent_yield(pool_after: list[int], window: int) -> float:
     """Tasks per prompt over the last `window` committed prompts. The yield falls as the pool
     fills (more near-duplicates), so the run's average would overestimate it."""
@@ -468,7 +489,7 @@ def write_manifest(gen: Generator, status: str, message: str = "") -> None:
         config=gen.cfg.model_copy(update={"window": gen.window}).model_dump(mode="json"),
         resume_key=gen.cfg.resume_key(window=gen.window),
         counts=RunCounts(
-            accepted=len(gen.accepted),
+            accepted=len(gen.pool),
             prompts=gen.next_commit,
             tally=gen.tally,
             parse_coverage=gen.coverage,
@@ -477,7 +498,7 @@ def write_manifest(gen: Generator, status: str, message: str = "") -> None:
             reasked_tokens=gen.dispatch.reasked_tokens,
             seconds=round(gen.seconds(), 3),
         ),
-        table1=gen.figures.table(),
+        table1=gen.pool.figures.table(),
         lineage=gen.lineage,
     )
     gen.store.write_manifest(manifest)
@@ -489,7 +510,7 @@ def report_progress(gen: Generator, started: float) -> None:
     requests, prompt, completion = _usage(gen)
     gen.on_progress(
         Progress(
-            accepted=len(gen.accepted),
+            accepted=len(gen.pool),
             target=gen.cfg.target_tasks,
             prompts=gen.next_commit,
             requests=requests,
@@ -507,7 +528,7 @@ def summarize(gen: Generator, started: float) -> GenerateSummary:
         status=gen.status or DONE,
         message=gen.message,
         run_dir=str(gen.cfg.run_dir),
-        accepted=len(gen.accepted),
+        accepted=len(gen.pool),
         target=gen.cfg.target_tasks,
         prompts=gen.next_commit,
         requests=requests,
@@ -517,7 +538,7 @@ def summarize(gen: Generator, started: float) -> GenerateSummary:
         rejected=gen.tally.tasks,
         instances_dropped=gen.tally.instances,
         parse_coverage=gen.coverage,
-        table1=gen.figures.table(),
+        table1=gen.pool.figures.table(),
         # A batch still running when the loop stopped is not part of the run's record.
         backend=gen.backend.stats().model_copy(
             update={"live_tokens": 0, "live_read": 0, "live_prompt": 0}
