@@ -368,7 +368,7 @@ def _check_structured(backend: Backend) -> None:
         )
 
 
-# -- how many prompts to issue: what the prompts in flight will likely still give ----------
+# -- the committed tasks -------------------------------------------------------------------
 
 
 class MachinePool:
@@ -401,6 +401,9 @@ class MachinePool:
             Prefix(self.tasks, self.after[last]),
             Prefix(self.classification, self._classification_after[last]),
         )
+
+
+# -- how many prompts to issue: what the prompts in flight will likely still give ----------
 
 
 def recent_yield(pool_after: list[int], window: int) -> float:

@@ -58,15 +58,17 @@ def rouge_l_fmeasure(lcs: int, target_len: int, prediction_len: int) -> float:
     return 0.0
 
 
-def _fmeasure_array(lcs: np.ndarray, target_lens: np.ndarray, prediction_len: int) -> np.ndarray:
-    # numpy's float64 +, *, / are IEEE-exact like Python's, so this equals rouge_l_fmeasure.
-    if prediction_len == 0:
-        return np.zeros(len(lcs))
-    precision = lcs / prediction_len
+def _fmeasure_rows(
+    lcs: np.ndarray, target_lens: np.ndarray, prediction_lens: np.ndarray
+) -> np.ndarray:
+    """`rouge_l_fmeasure` for each row of `lcs` (one prediction per row, one target per
+    column). numpy's float64 +, *, / are IEEE-exact like Python's, so the values are equal."""
     with np.errstate(divide="ignore", invalid="ignore"):
+        precision = lcs / prediction_lens[:, None]
         recall = lcs / target_lens
         f = 2 * precision * recall / (precision + recall)
-    return np.where((precision + recall > 0) & (target_lens > 0), f, 0.0)
+    valid = (precision + recall > 0) & (target_lens > 0) & (prediction_lens > 0)[:, None]
+    return np.where(valid, f, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +80,10 @@ class Provenance:
     avg_similarity: float | None
 
 
-def no_provenance(entries: Sequence[object]) -> Future[list[Provenance]]:
-    """An empty provenance for each of `entries` (`--no-provenance`), as a finished job."""
+def no_provenance(count: int) -> Future[list[Provenance]]:
+    """`count` empty provenances (`--no-provenance`), as a finished job."""
     done: Future[list[Provenance]] = Future()
-    done.set_result([Provenance({}, None)] * len(entries))
+    done.set_result([Provenance({}, None)] * count)
     return done
 
 
@@ -98,6 +100,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_background.cache_clear)
 
 
+@functools.cache
 def _cores() -> int:
     """The cores this process may use: its CPU affinity, within a cgroup v2 quota if one is set
     (a container limited to 2 CPUs on a large host sees the host's cores in its affinity)."""
@@ -134,18 +137,6 @@ def top_indices(scores: np.ndarray, k: int) -> np.ndarray:
         return above[:k]
     # Fewer than k above it: the floor is the k-th score, and ties at it go earliest first.
     return np.concatenate([above, np.flatnonzero(scores == floor)[: k - len(above)]])
-
-
-def _fmeasure_matrix(
-    lcs: np.ndarray, target_lens: np.ndarray, prediction_lens: np.ndarray
-) -> np.ndarray:
-    """`_fmeasure_array` for each row of `lcs` (one prediction per row), in one pass."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = lcs / prediction_lens[:, None]
-        recall = lcs / target_lens
-        f = 2 * precision * recall / (precision + recall)
-    valid = (precision + recall > 0) & (target_lens > 0) & (prediction_lens > 0)[:, None]
-    return np.where(valid, f, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -867,14 +858,14 @@ class RougeLIndex:
             [seq], self._seqs, scorer=LCSseq.similarity, dtype=np.int64, workers=workers
         )[0]
         lens = self._lens_np[: len(self._texts)]
-        return _fmeasure_array(lcs.astype(np.float64), lens, len(seq))
+        return _fmeasure_rows(lcs[None].astype(np.float64), lens, np.asarray([len(seq)]))[0]
 
     def provenance(self, first: int, count: int, k: int = 10) -> Future[list[Provenance]]:
         """The provenance of entries first .. first + count - 1, each against the entries
         before it, computed in a background thread (the entries must already be added; later
         additions do not change the answer)."""
         if count <= 0:
-            return no_provenance([])
+            return no_provenance(0)
         self._pending = [job for job in self._pending if not job.done()]
         job = _background().submit(self._provenance, first, count, k)
         self._pending.append(job)
@@ -902,8 +893,7 @@ class RougeLIndex:
             dtype=np.int64,
             workers=workers,
         )
-        query_lens = np.asarray([len(seq) for seq in seqs[first:stop]], dtype=np.int64)
-        f = _fmeasure_matrix(lcs.astype(np.float64), lens[: stop - 1], query_lens)
+        f = _fmeasure_rows(lcs.astype(np.float64), lens[: stop - 1], lens[first:stop])
         out = []
         for row, entry in enumerate(range(first, stop)):
             if entry == 0:

@@ -458,7 +458,7 @@ def read(
         kept.append(text)
     # Each kept item against the pool as it was when it was added (the novel ones were added
     # last, in order), beside the loop: provenance decides nothing.
-    provenances = index.provenance(first, len(kept)) if cfg.provenance else no_provenance(kept)
+    provenances = index.provenance(first, len(kept)) if cfg.provenance else no_provenance(len(kept))
     candidates = [Found(text, provenances, i) for i, text in enumerate(kept)]
     return candidates, rejected, reading
 
