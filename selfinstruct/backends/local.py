@@ -3,11 +3,12 @@
 The default model is the bundled SmolLM2-135M-Instruct (see models.py); any Hugging Face model
 id or local path works as `--model` too.
 
-Speed on a CPU comes from batch size, dtype and chunked prefill (bench/generate_bench.py,
-bench/BENCHMARKS.md): the worker takes up to `batch_size` of the waiting requests, the most
-urgent first (the pipelined loop keeps many ready), and generates those with equal settings
-together, sorted by length; the weights are bf16 where the CPU computes bf16 natively
-(AVX512-BF16 / AMX), fp32 elsewhere (emulated bf16 is slower than fp32).
+Speed on a CPU comes from batch size, dtype, prompts read in groups and linear layers in
+oneDNN's layout (cpu_linear.py; bench/generate_bench.py, bench/BENCHMARKS.md): the worker
+takes up to `batch_size` of the waiting requests, the most urgent first (the pipelined loop
+keeps many ready), and generates those with equal settings together, sorted by length; the
+weights are bf16 where the CPU computes bf16 natively (AVX512-BF16 / AMX), fp32 elsewhere
+(emulated bf16 is slower than fp32).
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ class LocalBackend(BatchedBackend):
         except OSError as exc:
             raise BackendError(f"cannot load model {path} ({exc})") from None
         self.lm.to(self.device).eval()
+        if self.device == "cpu":
+            from selfinstruct.backends.cpu_linear import pack_linear_layers
+
+            pack_linear_layers(self.lm)  # ours alone: loaded here, never trained
         # Few-shot list continuation works best as raw completion even on instruct models.
         self._attach(bool(chat), options.local_batch)
 
