@@ -45,27 +45,26 @@ def timed(run: Callable[[], object], repeat: int = 8) -> float:
 
 def matrices(dtype: str) -> None:
     import torch
-    import torch.nn.functional as F
+
+    from selfinstruct.backends.cpu_linear import PackedLinear
 
     kind = getattr(torch, dtype)
     torch.manual_seed(0)
-    weights = [(torch.randn(n, k) * 0.02).to(kind) for n, k in SHAPES]
-    packed = [torch.ops.mkldnn._reorder_linear_weight(w, None) for w in weights]
+    plain = [torch.nn.Linear(k, n, bias=False, dtype=kind) for n, k in SHAPES]
+    packed = [PackedLinear(layer, tied=False) for layer in plain]
     print(f"\n211 weight products of one forward pass, {dtype}")
     print("rows | plain | oneDNN layout | speed-up")
     print("--- | --- | --- | ---")
     for rows in (1, 8, 31, 128, 512):
-        xs = [torch.randn(rows, w.shape[1]).to(kind) for w in weights]
+        xs = [torch.randn(rows, k).to(kind) for _, k in SHAPES]
         with torch.no_grad():
-            plain = timed(lambda xs=xs: [F.linear(x, w) for w, x in zip(weights, xs, strict=True)])
-            ours = timed(
-                lambda xs=xs: [
-                    torch.ops.mkldnn._linear_pointwise(x, p, None, "none", [], "")
-                    for p, x in zip(packed, xs, strict=True)
-                ]
+            before, after = (
+                timed(lambda xs=xs, ls=layers: [f(x) for f, x in zip(ls, xs, strict=True)])
+                for layers in (plain, packed)
             )
         print(
-            f"{rows} | {1e3 * plain:.1f} ms | {1e3 * ours:.1f} ms | {plain / ours:.2f}x", flush=True
+            f"{rows} | {1e3 * before:.1f} ms | {1e3 * after:.1f} ms | {before / after:.2f}x",
+            flush=True,
         )
 
 

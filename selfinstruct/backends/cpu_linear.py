@@ -21,9 +21,6 @@ import ctypes.util
 
 import torch
 
-# The dtypes oneDNN computes in on a CPU; float16 and the rest stay plain.
-_PACKABLE = (torch.float32, torch.bfloat16)
-
 
 class PackedLinear(torch.nn.Module):
     """`x @ W.T + b` with W reordered once for oneDNN; inference only (no gradient)."""
@@ -70,15 +67,16 @@ def pack_linear_layers(model: torch.nn.Module) -> int:
     themselves (Mamba's fused path). The model can no longer be trained."""
     if not packable(model):
         return 0
-    bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    # The dtypes oneDNN computes in here: fp32, and bf16 where it has it (fp16 stays plain).
+    dtypes = {torch.float32}
+    if torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        dtypes.add(torch.bfloat16)
     shared = _shared_weights(model)
     before = _logits(model)
     swapped: list[tuple[torch.nn.Module, str, torch.nn.Linear]] = []
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if type(child) is not torch.nn.Linear or child.weight.dtype not in _PACKABLE:
-                continue
-            if child.weight.dtype == torch.bfloat16 and not bf16:
+            if type(child) is not torch.nn.Linear or child.weight.dtype not in dtypes:
                 continue
             setattr(parent, name, PackedLinear(child, id(child.weight) in shared))
             swapped.append((parent, name, child))

@@ -66,10 +66,9 @@ class LocalBackend(BatchedBackend):
         except OSError as exc:
             raise BackendError(f"cannot load model {path} ({exc})") from None
         self.lm.to(self.device).eval()
-        if self.device == "cpu":
-            from selfinstruct.backends.cpu_linear import pack_linear_layers
+        from selfinstruct.backends.cpu_linear import pack_linear_layers  # imports torch
 
-            pack_linear_layers(self.lm)  # ours alone: loaded here, never trained
+        pack_linear_layers(self.lm)  # on a CPU only (it checks); ours alone, never trained
         # Few-shot list continuation works best as raw completion even on instruct models.
         self._attach(bool(chat), options.local_batch)
 
