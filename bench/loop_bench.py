@@ -1,11 +1,12 @@
 """The whole generate loop against a loopback server with a fixed number of slots.
 
-    python bench/loop_bench.py [--quick]
+    python bench/loop_bench.py [--quick] [--only NAME] [--latency-scale X]
 
 A fake OpenAI-compatible server runs in its own process with S slots: a request takes a slot for
 its service time (requests beyond S wait in the server's queue, as on vLLM or a rate-limited
 API) and answers with well-formed canned replies. Service time is either fixed, or grows with
-the reply (0.5 s + 13 ms per output word, lognormal jitter, sigma 0.45), like a real server.
+the reply (0.5 s + 13 ms per output word, lognormal jitter, sigma 0.45), like a real server;
+`--latency-scale` multiplies every service time (a loaded GPU server takes seconds a reply).
 `selfinstruct generate -b openai` runs against it as a user runs it (a subprocess), and the
 bench reports slot utilisation = server busy seconds / (S x wall), with wall measured by the
 server from the first request to the last reply (process start-up excluded, and shown apart).
@@ -73,6 +74,11 @@ def diverse_reply(text: str) -> str:
     return "\n".join(lines)
 
 
+# Every service time is multiplied by this (--latency-scale): a GPU server with hundreds in
+# flight writes each sequence at tens of tokens a second, so its replies take seconds.
+LATENCY_SCALE = 1.0
+
+
 def _serve(slots: int, latency: str, seed: int, out: Any, stop: Any) -> None:
     gate = threading.Semaphore(slots)
     lock = threading.Lock()
@@ -93,6 +99,7 @@ def _serve(slots: int, latency: str, seed: int, out: Any, stop: Any) -> None:
             record["sent"][text] += 1
         words = len(reply.split())
         service = 0.5 if latency == "fixed" else (0.5 + 0.013 * words) * jitter
+        service *= LATENCY_SCALE
         with gate:
             start = time.monotonic()
             with lock:
@@ -240,7 +247,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller targets")
     parser.add_argument("--only", help="run the cases whose name contains this")
     parser.add_argument("--window", type=int, help="override every case's --window")
+    parser.add_argument(
+        "--latency-scale", type=float, default=1.0, help="multiply every service time by this"
+    )
     args = parser.parse_args()
+    global LATENCY_SCALE
+    LATENCY_SCALE = args.latency_scale
     scale = 0.3 if args.quick else 1.0
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
