@@ -26,6 +26,7 @@ import functools
 import math
 import os
 from array import array
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -396,7 +397,8 @@ class RougeLIndex:
         self._top_bucket = 0  # the largest length bucket any entry is in
         self._exact: dict[str | tuple[int, ...], int] = {}
         self._codepoints = True
-        self._pending: list[Future[list[Provenance]]] = []  # provenance jobs not yet done
+        # Provenance jobs given and maybe not done, oldest first (they finish in that order).
+        self._pending: deque[Future[list[Provenance]]] = deque()
 
     def __len__(self) -> int:
         return len(self._texts)
@@ -866,7 +868,11 @@ class RougeLIndex:
         additions do not change the answer)."""
         if count <= 0:
             return no_provenance(0)
-        self._pending = [job for job in self._pending if not job.done()]
+        # From the front only: provenance lags behind the loop (142 jobs waiting on average, 384
+        # at most, at 512 in flight to 16,000 tasks), and a pass over them all at every list
+        # took 4% of the loop's thread there (py-spy).
+        while self._pending and self._pending[0].done():
+            self._pending.popleft()
         job = _background().submit(self._provenance, first, count, k)
         self._pending.append(job)
         return job
@@ -876,7 +882,7 @@ class RougeLIndex:
         the interpreter's exit would wait for them all)."""
         for job in self._pending:
             job.cancel()
-        self._pending = []
+        self._pending.clear()
 
     def _provenance(self, first: int, count: int, k: int) -> list[Provenance]:
         # Entries are only appended, and a grown array or a list converted to ids
